@@ -1,0 +1,37 @@
+# Two set-up commands: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint notebooks bench clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	# pip takes torch/torchvision from this machine's disk where available (see README).
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/conformer-xai explain examples/scenes --model conformer_micro_patch16 --weights embedded --out out/ --force
+	$(BIN)/conformer-xai compare examples/scenes/scene_000.png --weights embedded --out out/compare --force
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -n 2 --dist loadfile -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+notebooks: $(STAMP)
+	mkdir -p out
+	$(BIN)/jupyter nbconvert --to html --execute --output-dir out/ notebooks/*.ipynb
+
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf out build dist *.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,544 @@
+"""Conformer (Peng et al., ICCV 2021): a CNN branch and a transformer branch coupled in every block.
+
+The module names, parameter names and shapes are exactly those of the published checkpoints, so
+``load_state_dict(published, strict=True)`` works for all four variants and the logits are the
+published model's. Differences from the published code, none of which changes the logits:
+
+* ``model(x)`` returns one tensor, the sum of both heads (how the published evaluation scores);
+  :meth:`Conformer.forward_branches` returns both heads' logits.
+* No in-place operation touches a tensor that an explanation reads (block outputs, ``norm1``
+  outputs, attention probabilities).
+* Attention has two paths with the same result: fused scaled-dot-product attention, and an
+  explicit path (``fused_attn = False``) whose probabilities pass through ``attn_drop`` so that a
+  forward hook there sees them (timm's convention).
+* Inputs whose height or width is not a multiple of 32 are padded after the stem on the right and
+  bottom up to a multiple of ``patch_size // 4`` (as OpenMMLab's port does); multiples of 32 are
+  untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath
+from torch import nn
+
+__all__ = ["Conformer", "BranchLogits", "BranchFeatures", "Attention", "TransformerBlock"]
+
+
+class BranchLogits(NamedTuple):
+    """Logits of the two classifier heads."""
+
+    cnn: torch.Tensor
+    transformer: torch.Tensor
+
+
+class BranchFeatures(NamedTuple):
+    """One block's output for each branch: a CNN map and a transformer map or tokens."""
+
+    cnn: torch.Tensor
+    transformer: torch.Tensor
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a fused and an explicit path (same result)."""
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim**-0.5
+        self.fused_attn = True
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        if self.fused_attn:
+            x = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=self.attn_drop.p if self.training else 0.0)
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            x = attn @ v
+        x = x.transpose(1, 2).reshape(b, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm ViT block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = Attention(dim, num_heads, qkv_bias, attn_drop, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-6)
+
+
+class ConvBlock(nn.Module):
+    """ResNet bottleneck (expansion 4) whose 3x3 conv can also read a coupling input ``x_t``."""
+
+    def __init__(self, inplanes: int, outplanes: int, stride: int = 1, res_conv: bool = False,
+                 drop_path: float = 0.0) -> None:
+        super().__init__()
+        med = outplanes // 4
+        self.conv1 = nn.Conv2d(inplanes, med, 1, bias=False)
+        self.bn1 = _bn(med)
+        self.act1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(med, med, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = _bn(med)
+        self.act2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(med, outplanes, 1, bias=False)
+        self.bn3 = _bn(outplanes)
+        self.act3 = nn.ReLU()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.res_conv = res_conv
+        if res_conv:
+            self.residual_conv = nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False)
+            self.residual_bn = _bn(outplanes)
+
+    def forward(self, x: torch.Tensor, x_t: torch.Tensor | None = None,
+                return_x_2: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        residual = x
+        h = self.act1(self.bn1(self.conv1(x)))
+        h = self.conv2(h if x_t is None else h + x_t)
+        x2 = self.act2(self.bn2(h))
+        h = self.drop_path(self.bn3(self.conv3(x2)))
+        if self.res_conv:
+            residual = self.residual_bn(self.residual_conv(residual))
+        out = self.act3(h + residual)
+        return (out, x2) if return_x_2 else out
+
+
+class FCUDown(nn.Module):
+    """Feature coupling CNN -> tokens: 1x1 conv, average pool, LayerNorm, GELU, class token."""
+
+    def __init__(self, inplanes: int, outplanes: int, dw_stride: int) -> None:
+        super().__init__()
+        self.dw_stride = dw_stride
+        self.conv_project = nn.Conv2d(inplanes, outplanes, 1)
+        self.sample_pooling = nn.AvgPool2d(dw_stride, dw_stride)
+        self.ln = nn.LayerNorm(outplanes, eps=1e-6)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
+        x = self.sample_pooling(self.conv_project(x)).flatten(2).transpose(1, 2)
+        x = self.act(self.ln(x))
+        return torch.cat([x_t[:, :1], x], dim=1)
+
+
+class FCUUp(nn.Module):
+    """Feature coupling tokens -> CNN: drop the class token, 1x1 conv, BN, ReLU, nearest upsampling."""
+
+    def __init__(self, inplanes: int, outplanes: int, up_stride: int) -> None:
+        super().__init__()
+        self.up_stride = up_stride
+        self.conv_project = nn.Conv2d(inplanes, outplanes, 1)
+        self.bn = _bn(outplanes)
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        b, _, c = x.shape
+        x_r = x[:, 1:].transpose(1, 2).reshape(b, c, h, w)
+        x_r = self.act(self.bn(self.conv_project(x_r)))
+        return F.interpolate(x_r, size=(h * self.up_stride, w * self.up_stride), mode="nearest")
+
+
+class ConvTransBlock(nn.Module):
+    """One coupled block: CNN bottleneck, FCU down, transformer block, FCU up, fusion bottleneck."""
+
+    def __init__(self, inplanes: int, outplanes: int, res_conv: bool, stride: int, dw_stride: int,
+                 embed_dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, drop: float,
+                 attn_drop: float, drop_path: float, last_fusion: bool = False) -> None:
+        super().__init__()
+        self.cnn_block = ConvBlock(inplanes, outplanes, stride, res_conv, drop_path)
+        if last_fusion:
+            self.fusion_block = ConvBlock(outplanes, outplanes, 2, True, drop_path)
+        else:
+            self.fusion_block = ConvBlock(outplanes, outplanes, 1, False, drop_path)
+        self.squeeze_block = FCUDown(outplanes // 4, embed_dim, dw_stride)
+        self.expand_block = FCUUp(embed_dim, outplanes // 4, dw_stride)
+        self.trans_block = TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop,
+                                            attn_drop, drop_path)
+        self.dw_stride = dw_stride
+
+    def forward(self, x: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, x2 = self.cnn_block(x)
+        _, _, h, w = x2.shape
+        x_t = self.trans_block(self.squeeze_block(x2, x_t) + x_t)
+        x_t_r = self.expand_block(x_t, h // self.dw_stride, w // self.dw_stride)
+        x = self.fusion_block(x, x_t_r, return_x_2=False)
+        return x, x_t
+
+
+class Conformer(nn.Module):
+    """The Conformer network with published module names.
+
+    Args:
+        patch_size: Transformer patch size in input pixels (16 or 32).
+        in_chans: Number of input channels.
+        num_classes: Classes of both heads.
+        base_channel: CNN base width (64 in every published variant).
+        channel_ratio: CNN width multiplier.
+        embed_dim: Token width.
+        depth: Number of blocks (12; must be divisible by 3).
+        num_heads: Attention heads.
+        mlp_ratio: Transformer MLP expansion.
+        qkv_bias: Bias on the qkv projection.
+        drop_rate, attn_drop_rate, drop_path_rate: Training-only regularisation.
+    """
+
+    def __init__(self, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
+                 base_channel: int = 64, channel_ratio: float = 4, embed_dim: int = 384,
+                 depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
+                 drop_path_rate: float = 0.0, **kwargs) -> None:
+        super().__init__()
+        kwargs.pop("pretrained_cfg", None)
+        kwargs.pop("pretrained_cfg_overlay", None)
+        kwargs.pop("cache_dir", None)
+        if kwargs:
+            raise ValueError(f"unknown Conformer arguments: {sorted(kwargs)}")
+        if depth % 3 != 0:
+            raise ValueError(f"depth must be a multiple of 3, got {depth}")
+        if patch_size not in (16, 32):
+            raise ValueError(f"patch_size must be 16 or 32, got {patch_size}")
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.patch_size = patch_size
+        self.embed_dim = self.num_features = embed_dim
+        self.depth = depth
+        self.num_heads = num_heads
+        self.stem_stride = 4
+        self.pad_multiple = patch_size // 4
+        dpr = [v.item() for v in torch.linspace(0, drop_path_rate, depth)]
+
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.trans_norm = nn.LayerNorm(embed_dim)
+        self.trans_cls_head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.pooling = nn.AdaptiveAvgPool2d(1)
+        stage_3 = int(base_channel * channel_ratio * 4)
+        self.conv_cls_head = nn.Linear(stage_3, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_cnn_features = stage_3
+
+        self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.act1 = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+
+        stage_1 = int(base_channel * channel_ratio)
+        dw = patch_size // 4
+        self.conv_1 = ConvBlock(64, stage_1, 1, True, dpr[0])
+        self.trans_patch_conv = nn.Conv2d(64, embed_dim, dw, stride=dw)
+        self.trans_1 = TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate,
+                                        attn_drop_rate, dpr[0])
+        common = dict(embed_dim=embed_dim, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                      qkv_bias=qkv_bias, drop=drop_rate, attn_drop=attn_drop_rate)
+        third = depth // 3
+        for i in range(2, third + 1):
+            self.add_module(f"conv_trans_{i}", ConvTransBlock(
+                stage_1, stage_1, False, 1, dw, drop_path=dpr[i - 1], **common))
+        stage_2 = int(base_channel * channel_ratio * 2)
+        for i in range(third + 1, 2 * third + 1):
+            first = i == third + 1
+            self.add_module(f"conv_trans_{i}", ConvTransBlock(
+                stage_1 if first else stage_2, stage_2, first, 2 if first else 1, dw // 2,
+                drop_path=dpr[i - 1], **common))
+        for i in range(2 * third + 1, depth + 1):
+            first = i == 2 * third + 1
+            self.add_module(f"conv_trans_{i}", ConvTransBlock(
+                stage_2 if first else stage_3, stage_3, first, 2 if first else 1, dw // 4,
+                drop_path=dpr[i - 1], last_fusion=i == depth, **common))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, (nn.BatchNorm2d, nn.LayerNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    # ----------------------------------------------------------------- structure helpers
+    @property
+    def blocks(self) -> list[nn.Module]:
+        """The 12 blocks in order: ``trans_1`` stands for block 1's transformer side."""
+        return [self.trans_1] + [getattr(self, f"conv_trans_{i}") for i in range(2, self.depth + 1)]
+
+    def cnn_block_module(self, k: int) -> nn.Module:
+        """The module whose output is the CNN branch's block ``k`` (1-based)."""
+        return self.conv_1 if k == 1 else getattr(self, f"conv_trans_{k}").fusion_block
+
+    def trans_block_module(self, k: int) -> TransformerBlock:
+        """The transformer block of block ``k`` (1-based)."""
+        return self.trans_1 if k == 1 else getattr(self, f"conv_trans_{k}").trans_block
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The transformer token grid (rows, cols) for an input of the given size (padded)."""
+        sh, sw = _stem_size(height), _stem_size(width)
+        m = self.pad_multiple
+        return math.ceil(sh / m), math.ceil(sw / m)
+
+    def padded_input_size(self, height: int, width: int) -> tuple[int, int]:
+        """Input-pixel extent that the (padded) feature maps cover; crop maps back to (H, W)."""
+        gh, gw = self.token_grid(height, width)
+        return gh * self.patch_size, gw * self.patch_size
+
+    def set_fused_attn(self, enabled: bool) -> None:
+        """Switch every attention module between the fused and the explicit path."""
+        for m in self.modules():
+            if isinstance(m, Attention):
+                m.fused_attn = enabled
+
+    def get_classifier(self) -> tuple[nn.Module, nn.Module]:
+        return self.conv_cls_head, self.trans_cls_head
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace both heads with fresh ones for ``num_classes`` classes (timm API)."""
+        self.num_classes = num_classes
+        dev = self.cls_token.device
+        self.conv_cls_head = (nn.Linear(self.num_cnn_features, num_classes) if num_classes > 0
+                              else nn.Identity()).to(dev)
+        self.trans_cls_head = (nn.Linear(self.embed_dim, num_classes) if num_classes > 0
+                               else nn.Identity()).to(dev)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        return {"cls_token"}
+
+    # ----------------------------------------------------------------- forward
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4:
+            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.in_chans:
+            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
+        if x.shape[2] < 32 or x.shape[3] < 32:
+            raise ValueError(f"input height and width must be >= 32, got {tuple(x.shape[2:])}")
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """Stem (conv, BN, ReLU, max-pool), padded right/bottom to a multiple of patch/4."""
+        self._check_input(x)
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        m = self.pad_multiple
+        pad_h, pad_w = (-x.shape[2]) % m, (-x.shape[3]) % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        return x
+
+    def _iter_blocks(self, x: torch.Tensor, stop: int | None = None):
+        """Yield ``(k, cnn_map, tokens)`` after each block k = 1..depth."""
+        x_base = self.forward_stem(x)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        c = self.conv_1(x_base, return_x_2=False)
+        t = self.trans_patch_conv(x_base).flatten(2).transpose(1, 2)
+        t = self.trans_1(torch.cat([cls, t], dim=1))
+        yield 1, c, t
+        for k in range(2, (stop or self.depth) + 1):
+            c, t = getattr(self, f"conv_trans_{k}")(c, t)
+            yield k, c, t
+
+    def forward_features(self, x: torch.Tensor) -> BranchFeatures:
+        """Last CNN map (B, C, h, w) and all final tokens after ``trans_norm`` (B, 1+N, D)."""
+        for _, c, t in self._iter_blocks(x):
+            pass
+        return BranchFeatures(c, self.trans_norm(t))
+
+    def forward_head(self, features: BranchFeatures | Sequence[torch.Tensor],
+                     pre_logits: bool = False) -> torch.Tensor:
+        """Fused logits (sum of both heads) from :meth:`forward_features`' output."""
+        cnn, trans = self._heads(features, pre_logits)
+        if pre_logits:
+            return torch.cat([cnn, trans], dim=1)
+        return cnn + trans
+
+    def _heads(self, features, pre_logits: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        c, t = features
+        pooled = self.pooling(c).flatten(1)
+        cls = t[:, 0]
+        if pre_logits:
+            return pooled, cls
+        return self.conv_cls_head(pooled), self.trans_cls_head(cls)
+
+    def forward_branches(self, x: torch.Tensor) -> BranchLogits:
+        """Both heads' logits as ``BranchLogits(cnn, transformer)``."""
+        return BranchLogits(*self._heads(self.forward_features(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Fused logits: CNN head + transformer head (the published evaluation's score)."""
+        cnn, trans = self.forward_branches(x)
+        return cnn + trans
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | Sequence[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[BranchFeatures] | tuple[BranchFeatures, list[BranchFeatures]]:
+        """Per-block outputs of both branches (timm's API; indices are 0-based).
+
+        Args:
+            x: Input batch (B, C, H, W).
+            indices: Block indices (0-based; negative counts from the end), or an int ``n`` for
+                the last ``n`` blocks; ``None`` means all blocks.
+            norm: Apply ``trans_norm`` to the transformer intermediates.
+            stop_early: Stop after the last requested block (only with ``intermediates_only``).
+            output_fmt: ``"NCHW"`` gives the transformer's patch tokens as a (B, D, h, w) map;
+                ``"NLC"`` gives the tokens (B, 1+N, D) with the class token.
+            intermediates_only: Return only the intermediates.
+
+        Returns:
+            A list of ``BranchFeatures(cnn, transformer)`` per requested block, and with
+            ``intermediates_only=False`` also the final features first.
+        """
+        if output_fmt not in ("NCHW", "NLC"):
+            raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
+        if indices is None:
+            wanted = list(range(self.depth))
+        elif isinstance(indices, int):
+            if not 0 < indices <= self.depth:
+                raise ValueError(f"indices as an int must be in 1..{self.depth}, got {indices}")
+            wanted = list(range(self.depth - indices, self.depth))
+        else:
+            wanted = []
+            for i in indices:
+                j = i + self.depth if i < 0 else i
+                if not 0 <= j < self.depth:
+                    raise ValueError(f"block index {i} out of range for depth {self.depth}")
+                wanted.append(j)
+        gh, gw = self.token_grid(x.shape[2], x.shape[3])
+        stop = max(wanted) + 1 if (stop_early and intermediates_only) else None
+        out: dict[int, BranchFeatures] = {}
+        c = t = None
+        for k, c, t in self._iter_blocks(x, stop):
+            if k - 1 in wanted:
+                tt = self.trans_norm(t) if norm else t
+                if output_fmt == "NCHW":
+                    tt = tt[:, 1:].transpose(1, 2).reshape(t.shape[0], t.shape[2], gh, gw)
+                out[k - 1] = BranchFeatures(c, tt)
+        intermediates = [out[j] for j in wanted]
+        if intermediates_only:
+            return intermediates
+        return BranchFeatures(c, self.trans_norm(t)), intermediates
+
+
+def _stem_size(n: int) -> int:
+    """Spatial size after the stem's stride-2 conv (k7, p3) and stride-2 max-pool (k3, p1)."""
+    n = (n + 2 * 3 - 7) // 2 + 1
+    return (n + 2 * 1 - 3) // 2 + 1
+
+
+# --------------------------------------------------------------------------- timm registration
+def _cfg(url: str = "", **kwargs) -> dict:
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+    return {
+        "url": url,
+        "num_classes": 1000,
+        "input_size": (3, 224, 224),
+        "pool_size": None,
+        "crop_pct": 0.875,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": "conv1",
+        "classifier": ("conv_cls_head", "trans_cls_head"),
+        "license": "apache-2.0",
+        "paper_ids": "arXiv:2105.03889",
+        "paper_name": "Conformer: Local Features Coupling Global Representations for Visual Recognition",
+        "origin_url": "https://github.com/pengzhiliang/Conformer",
+        **kwargs,
+    }
+
+
+#: The published variants: constructor arguments and published top-1 accuracy (%).
+CONFORMER_VARIANTS: dict[str, dict] = {
+    "conformer_tiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=384, num_heads=6),
+    "conformer_small_patch16": dict(patch_size=16, channel_ratio=4, embed_dim=384, num_heads=6),
+    "conformer_small_patch32": dict(patch_size=32, channel_ratio=4, embed_dim=384, num_heads=6),
+    "conformer_base_patch16": dict(patch_size=16, channel_ratio=6, embed_dim=576, num_heads=9),
+}
+
+
+def _create_conformer(variant: str, pretrained: bool = False, **kwargs) -> Conformer:
+    from timm.models import build_model_with_cfg
+
+    kwargs = {**CONFORMER_VARIANTS[variant], **kwargs}
+    model = build_model_with_cfg(Conformer, variant, pretrained=False, **kwargs)
+    if pretrained:
+        from .weights import load_pretrained
+
+        load_pretrained(model, variant)
+    return model
+
+
+def _register() -> None:
+    """Register the four published variants with timm (called when the package is imported)."""
+    from timm.models import generate_default_cfgs, register_model
+
+    from .weights import IMAGENET_URLS
+
+    globals()["default_cfgs"] = generate_default_cfgs(
+        {f"{name}.in1k": _cfg(url=IMAGENET_URLS[name]) for name in CONFORMER_VARIANTS})
+    for fn in (conformer_tiny_patch16, conformer_small_patch16, conformer_small_patch32,
+               conformer_base_patch16):
+        register_model(fn)
+
+
+def conformer_tiny_patch16(pretrained: bool = False, **kwargs) -> Conformer:
+    """Conformer-Ti, patch 16 (23.5 M parameters; 81.3 % ImageNet top-1 in the paper)."""
+    return _create_conformer("conformer_tiny_patch16", pretrained, **kwargs)
+
+
+def conformer_small_patch16(pretrained: bool = False, **kwargs) -> Conformer:
+    """Conformer-S, patch 16 (37.7 M parameters; 83.4 % ImageNet top-1 in the paper)."""
+    return _create_conformer("conformer_small_patch16", pretrained, **kwargs)
+
+
+def conformer_small_patch32(pretrained: bool = False, **kwargs) -> Conformer:
+    """Conformer-S, patch 32 (38.8 M parameters; 81.96 % ImageNet top-1, OpenMMLab's training)."""
+    return _create_conformer("conformer_small_patch32", pretrained, **kwargs)
+
+
+def conformer_base_patch16(pretrained: bool = False, **kwargs) -> Conformer:
+    """Conformer-B, patch 16 (83.3 M parameters; 84.1 % ImageNet top-1 in the paper)."""
+    return _create_conformer("conformer_base_patch16", pretrained, **kwargs)
