@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__", "load_model", "load_image", "Explainer", "Explanation", "plot", "metrics",
+    "models",
 ]
 
 _LAZY = {

@@ -376,8 +376,7 @@ class Conformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> BranchFeatures:
         """Last CNN map (B, C, h, w) and all final tokens after ``trans_norm`` (B, 1+N, D)."""
-        for _, c, t in self._iter_blocks(x):
-            pass
+        *_, (_, c, t) = self._iter_blocks(x)
         return BranchFeatures(c, self.trans_norm(t))
 
     def forward_head(self, features: BranchFeatures | Sequence[torch.Tensor],

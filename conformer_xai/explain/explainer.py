@@ -1,0 +1,451 @@
+"""The engine: one forward pass with recorders on every tap, one ``autograd.grad`` per head."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
+from .methods.features import check_reduce, reduce_channels
+from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
+from .result import Explanation, normalise_per_image
+from .taps import ModelAdapter, Tap, adapter_for
+
+__all__ = ["Explainer"]
+
+HEAD_NAMES = ("fused", "cnn", "transformer")
+
+
+class Explainer:
+    """Explains a Conformer, a timm ResNet or a timm ViT/DeiT: every map from one forward pass.
+
+    Hooks live only for the duration of :meth:`explain` (removed in ``finally``); used as a context
+    manager the explainer also removes any hook left by the interop helpers on exit.
+
+    Args:
+        model: The model (its ``forward`` returns logits).
+        class_names: Optional class names, stored on each :class:`Explanation`.
+
+    Example:
+        >>> with Explainer(model) as explainer:                      # doctest: +SKIP
+        ...     exp = explainer.explain(x, head=("cnn", "transformer"))
+        >>> exp.get("gradcam", "transformer", 12, head="cnn")         # doctest: +SKIP
+    """
+
+    def __init__(self, model: nn.Module, class_names: Sequence[str] | None = None) -> None:
+        self.model = model
+        self.adapter: ModelAdapter = adapter_for(model)
+        self.class_names = list(class_names) if class_names is not None else None
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    # ------------------------------------------------------------------ context management
+    def __enter__(self) -> Explainer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook this explainer still holds."""
+        while self._handles:
+            self._handles.pop().remove()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def family(self) -> str:
+        """"conformer", "resnet" or "vit"."""
+        return self.adapter.family
+
+    @property
+    def branches(self) -> tuple[str, ...]:
+        """Branches of the model ("cnn", "transformer" or both)."""
+        return self.adapter.branches
+
+    @property
+    def heads(self) -> tuple[str, ...]:
+        """Classifier heads: ("fused", "cnn", "transformer") for Conformer, else the only one."""
+        return self.adapter.heads
+
+    @property
+    def default_head(self) -> str:
+        return "fused" if "fused" in self.heads else self.heads[0]
+
+    def num_blocks(self, branch: str) -> int:
+        """Number of blocks of a branch."""
+        self._check_branch(branch)
+        return len(self.adapter.taps[branch])
+
+    def applicable_methods(self) -> tuple[str, ...]:
+        """Methods this model supports."""
+        has_trans = "transformer" in self.branches
+        return tuple(m for m, s in METHODS.items() if has_trans or not s.transformer_only)
+
+    # ------------------------------------------------------------------ the engine
+    def explain(
+        self,
+        x: torch.Tensor,
+        target: int | Sequence[int] | torch.Tensor | None = None,
+        head: str | Sequence[str] | None = None,
+        methods: Sequence[str] | str | None = None,
+        blocks: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+        reduce: str | int = "mean",
+        rollout_options: RolloutOptions | Mapping[str, Any] | None = None,
+        attn_heads: bool = False,
+        autocast_dtype: torch.dtype | None = None,
+        image: torch.Tensor | np.ndarray | None = None,
+        meta: Mapping[str, Any] | None = None,
+    ) -> Explanation:
+        """Compute every requested map for a batch in one forward pass.
+
+        Args:
+            x: Normalised input batch (B, C, H, W), floating point.
+            target: Class per image; None = each image's top-1 class of the fused head (or of the
+                only head); an int for all images; a sequence/tensor of B ints.
+            head: Classifier head(s) for the gradient methods: "fused", "cnn", "transformer", or a
+                sequence of them (they share the forward pass). Default: "fused", or the only head.
+            methods: Subset of ``features, attention, gradcam, gradcam++, layercam, hirescam,
+                eigencam, rollout, grad_rollout``. Default: features, attention, gradcam, rollout,
+                grad_rollout (those that apply to the model).
+            blocks: 1-based blocks for the per-block methods (the same for every branch, or a
+                mapping branch -> blocks); None = all.
+            reduce: Channel reduction of "features": "mean", "l2", "max" or a channel index.
+            rollout_options: :class:`RolloutOptions` or a dict with ``head_fusion``,
+                ``discard_ratio``, ``start_block``.
+            attn_heads: Also keep every attention head's class-token row as
+                ``raw["attention_heads/transformer/<k>"]`` (B, A, h, w).
+            autocast_dtype: Run forward and backward under autocast (e.g. ``torch.bfloat16``);
+                maps are computed in float32.
+            image: Optional display image(s) stored on the result for plotting.
+            meta: Extra metadata stored on the result.
+
+        Returns:
+            An :class:`Explanation`.
+
+        Raises:
+            ValueError: Bad input, target, method, head or block (the message names the accepted
+                values).
+        """
+        self._check_input(x)
+        heads = self._resolve_heads(head)
+        methods = self._resolve_methods(methods)
+        block_map = self._resolve_blocks(blocks, methods)
+        if not isinstance(rollout_options, RolloutOptions):
+            rollout_options = RolloutOptions(**dict(rollout_options or {}))
+        check_reduce(reduce)
+
+        specs = [METHODS[m] for m in methods]
+        need_grads = any(s.needs_gradients for s in specs)
+        need_attention = any(s.needs_attention for s in specs)
+        feature_methods = [m for m in methods if m in ("features", "eigencam")]
+        cam_methods = [m for m in methods if m in CAM_METHODS]
+
+        recorded: dict[int, torch.Tensor] = {}
+        wanted: dict[int, nn.Module] = {}
+        for branch, ks in block_map.items():
+            for k in ks:
+                tap = self.adapter.tap(branch, k)
+                if feature_methods:
+                    wanted[id(tap.feature_module)] = tap.feature_module
+                if cam_methods:
+                    wanted[id(tap.grad_module)] = tap.grad_module
+        attn_modules = self.adapter.attention_modules if need_attention else []
+        for attn in attn_modules:
+            wanted[id(attn.attn_drop)] = attn.attn_drop
+
+        height, width = x.shape[-2:]
+        with self._model_state(explicit_attention=need_attention), \
+                self._recording(wanted, recorded):
+            x_in = x.detach().requires_grad_(need_grads)
+            amp = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype
+                   else contextlib.nullcontext())
+            with torch.set_grad_enabled(need_grads), amp:
+                logits = self.adapter.forward_heads(x_in)
+            target_t = self._resolve_target(target, logits, x.shape[0])
+            grads: dict[str, dict[int, torch.Tensor | None]] = {}
+            if need_grads:
+                grad_ids = [id(self.adapter.tap(b, k).grad_module)
+                            for b, ks in block_map.items() for k in ks] if cam_methods else []
+                if "grad_rollout" in methods:
+                    grad_ids += [id(a.attn_drop) for a in attn_modules]
+                grad_ids = list(dict.fromkeys(grad_ids))
+                tensors = [recorded[i] for i in grad_ids]
+                for n, h in enumerate(heads):
+                    score = logits[h].float().gather(1, target_t[:, None]).sum()
+                    with amp:
+                        g = torch.autograd.grad(score, tensors, retain_graph=n < len(heads) - 1,
+                                                allow_unused=True)
+                    grads[h] = {i: (None if gi is None else gi.detach())
+                                for i, gi in zip(grad_ids, g)}
+            recorded = {i: t.detach() for i, t in recorded.items()}
+            logits = {h: v.detach().float() for h, v in logits.items()}
+
+        raw: dict[str, torch.Tensor] = {}
+        grid = self._grid_fn(height, width)
+        for branch, ks in block_map.items():
+            for k in ks:
+                tap = self.adapter.tap(branch, k)
+                if feature_methods:
+                    act = grid(tap, recorded[id(tap.feature_module)]).float()
+                    if "features" in methods:
+                        raw[f"features/{branch}/{k}"] = reduce_channels(act, reduce)
+                    if "eigencam" in methods:
+                        raw[f"eigencam/{branch}/{k}"] = eigencam(act)
+                for m in cam_methods:
+                    act = grid(tap, recorded[id(tap.grad_module)]).float()
+                    for h in heads:
+                        g = grads[h].get(id(tap.grad_module))
+                        g = torch.zeros_like(act) if g is None else grid(tap, g).float()
+                        raw[f"{m}/{h}/{branch}/{k}"] = CAM_METHODS[m](act, g)
+        if need_attention:
+            attns = [recorded[id(a.attn_drop)].float() for a in attn_modules]
+            npt = self.adapter.num_prefix_tokens
+            gh, gw = self.adapter.token_grid(height, width)
+
+            def to_grid(v: torch.Tensor) -> torch.Tensor:
+                return v.reshape(*v.shape[:-1], gh, gw)
+
+            if "attention" in methods:
+                for k in block_map.get("transformer", []):
+                    a = attns[k - 1]
+                    raw[f"attention/transformer/{k}"] = to_grid(class_token_attention(a, npt))
+                    if attn_heads:
+                        raw[f"attention_heads/transformer/{k}"] = to_grid(
+                            class_token_attention(a, npt, fusion="none"))
+            if "rollout" in methods:
+                raw["rollout/transformer"] = to_grid(attention_rollout(attns, npt, rollout_options))
+            if "grad_rollout" in methods:
+                for h in heads:
+                    g = [grads[h].get(id(a.attn_drop)) for a in attn_modules]
+                    raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
+
+        raw, maps = self._finish(raw, height, width)
+        info = {"weights_source": getattr(self.model, "weights_source", None),
+                "family": self.family, "reduce": reduce,
+                "rollout_options": vars(rollout_options), "methods": list(methods)}
+        info.update(meta or {})
+        img = None if image is None else torch.as_tensor(np.asarray(image))
+        return Explanation(
+            maps=maps, raw=raw, logits=logits, target=target_t.cpu(), heads=tuple(heads),
+            input_size=(int(height), int(width)), model_name=self._model_name(),
+            class_names=self.class_names, image=img, meta=info)
+
+    def __call__(self, x: torch.Tensor, **kwargs: Any) -> Explanation:
+        return self.explain(x, **kwargs)
+
+    # ------------------------------------------------------------------ interop
+    def head_fn(self, head: str | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """A function ``x -> logits of one head`` for captum's attribution classes."""
+        from .interop import head_fn
+
+        return head_fn(self, self._resolve_heads(head)[0])
+
+    def head_module(self, head: str | None = None) -> nn.Module:
+        """An ``nn.Module`` returning one head's logits (for pytorch-grad-cam)."""
+        from .interop import HeadModule
+
+        return HeadModule(self.adapter, self._resolve_heads(head)[0])
+
+    def nchw_tap(self, branch: str, block: int):
+        """Context manager giving a module whose output is the tap in NCHW form (for captum).
+
+        Transformer taps are tokens; inside this context the tap's tokens are passed through an
+        identity module as a (B, D, h, w) map, so that captum's ``LayerGradCam`` (which reads
+        dim 1 as channels) works on it. CNN taps are returned as they are.
+        """
+        from .interop import nchw_tap
+
+        return nchw_tap(self, branch, block)
+
+    def pytorch_grad_cam(self, method_class: type, x: torch.Tensor, branch: str, block: int,
+                         head: str | None = None, target: int | Sequence[int] | None = None,
+                         **cam_kwargs: Any) -> np.ndarray:
+        """Run any pytorch-grad-cam method on one tap, head and target; returns (B, H, W)."""
+        from .interop import run_pytorch_grad_cam
+
+        return run_pytorch_grad_cam(self, method_class, x, branch, block,
+                                    self._resolve_heads(head)[0], target, **cam_kwargs)
+
+    # ------------------------------------------------------------------ internals
+    def _model_name(self) -> str:
+        name = getattr(self.model, "model_name", None)
+        if name:
+            return str(name)
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        return str(cfg.get("architecture") or type(self.model).__name__)
+
+    def _grid_fn(self, height: int, width: int) -> Callable[[Tap, torch.Tensor], torch.Tensor]:
+        def grid(tap: Tap, value: torch.Tensor) -> torch.Tensor:
+            if tap.tokens:
+                return self.adapter.tokens_to_grid(value, height, width)
+            return value
+
+        return grid
+
+    def _finish(self, raw: dict[str, torch.Tensor], height: int, width: int
+                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Crop padded cells, upsample (bilinear, align_corners=False), normalise per image."""
+        covered = self.adapter.covered_size(height, width) if self.adapter.covered_size else None
+        cropped, maps = {}, {}
+        for key, r in raw.items():
+            gh, gw = r.shape[-2:]
+            if covered is not None:
+                cell_h, cell_w = covered[0] / gh, covered[1] / gw
+                vh, vw = min(gh, math.ceil(height / cell_h)), min(gw, math.ceil(width / cell_w))
+                r = r[..., :vh, :vw]
+                up_size = (round(vh * cell_h), round(vw * cell_w))
+            else:
+                up_size = (height, width)
+            cropped[key] = r
+            if key.startswith("attention_heads/"):
+                continue
+            up = F.interpolate(r[:, None], size=up_size, mode="bilinear", align_corners=False)
+            maps[key] = normalise_per_image(up[:, 0, :height, :width])
+        return cropped, maps
+
+    @contextlib.contextmanager
+    def _recording(self, wanted: dict[int, nn.Module], store: dict[int, torch.Tensor]
+                   ) -> Iterator[None]:
+        handles = []
+
+        def make_hook(key: int):
+            def hook(module: nn.Module, args: Any, output: Any) -> None:
+                store[key] = output[0] if isinstance(output, tuple) else output
+
+            return hook
+
+        try:
+            for key, module in wanted.items():
+                handles.append(module.register_forward_hook(make_hook(key)))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextlib.contextmanager
+    def _model_state(self, explicit_attention: bool) -> Iterator[None]:
+        """Eval mode, frozen parameters, explicit attention when needed; all restored after."""
+        model = self.model
+        was_training = model.training
+        grad_flags = [(p, p.requires_grad) for p in model.parameters()]
+        attn_flags = [(a, a.fused_attn) for a in self.adapter.attention_modules]
+        try:
+            model.eval()
+            for p, _ in grad_flags:
+                p.requires_grad_(False)
+            if explicit_attention:
+                for a, _ in attn_flags:
+                    a.fused_attn = False
+            yield
+        finally:
+            for a, flag in attn_flags:
+                a.fused_attn = flag
+            for p, flag in grad_flags:
+                p.requires_grad_(flag)
+            model.train(was_training)
+
+    def _check_input(self, x: Any) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"x must be a torch.Tensor (B, C, H, W), got {type(x).__name__}")
+        if x.ndim != 4:
+            raise ValueError(f"x must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise ValueError(f"x must be a floating-point normalised batch, got dtype {x.dtype}; "
+                             "use conformer_xai.load_image or the model's data config")
+        expected = _in_chans(self.model)
+        if expected is not None and x.shape[1] != expected:
+            raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}")
+        if x.shape[-2] < 32 or x.shape[-1] < 32:
+            raise ValueError(f"x height and width must be >= 32, got {tuple(x.shape[-2:])}")
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or infinite pixels")
+
+    def _check_branch(self, branch: str) -> None:
+        if branch not in self.branches:
+            raise ValueError(f"unknown branch {branch!r}; accepted: {', '.join(self.branches)}")
+
+    def _resolve_heads(self, head: str | Sequence[str] | None) -> list[str]:
+        if head is None:
+            return [self.default_head]
+        heads = [head] if isinstance(head, str) else list(head)
+        if not heads:
+            raise ValueError(f"head must name at least one of {', '.join(self.heads)}")
+        for h in heads:
+            if h not in self.heads:
+                raise ValueError(f"unknown head {h!r} for a {self.family} model; accepted: "
+                                 f"{', '.join(self.heads)}")
+        return list(dict.fromkeys(heads))
+
+    def _resolve_methods(self, methods: Sequence[str] | str | None) -> list[str]:
+        applicable = self.applicable_methods()
+        if methods is None:
+            return [m for m in DEFAULT_METHODS if m in applicable]
+        methods = [methods] if isinstance(methods, str) else list(methods)
+        if not methods:
+            raise ValueError(f"methods must name at least one of {', '.join(METHODS)}")
+        for m in methods:
+            if m not in METHODS:
+                raise ValueError(f"unknown method {m!r}; accepted: {', '.join(METHODS)}")
+            if m not in applicable:
+                raise ValueError(f"method {m!r} needs a transformer branch; a {self.family} model "
+                                 f"accepts: {', '.join(applicable)}")
+        return list(dict.fromkeys(methods))
+
+    def _resolve_blocks(self, blocks: Sequence[int] | Mapping[str, Sequence[int]] | None,
+                        methods: Sequence[str]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for branch in self.branches:
+            n = len(self.adapter.taps[branch])
+            if blocks is None:
+                ks = list(range(1, n + 1))
+            elif isinstance(blocks, Mapping):
+                unknown = set(blocks) - set(self.branches)
+                if unknown:
+                    raise ValueError(f"unknown branch {sorted(unknown)[0]!r} in blocks; accepted: "
+                                     f"{', '.join(self.branches)}")
+                ks = list(blocks.get(branch, []))
+            else:
+                ks = [blocks] if isinstance(blocks, int) else list(blocks)
+            for k in ks:
+                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+                    raise ValueError(f"block {k!r} out of range for the {branch} branch; "
+                                     f"accepted: 1..{n}")
+            out[branch] = sorted({int(k) for k in ks})
+        return out
+
+    def _resolve_target(self, target: Any, logits: dict[str, torch.Tensor],
+                        batch: int) -> torch.Tensor:
+        first = logits[self.default_head]
+        num_classes = first.shape[-1]
+        device = first.device
+        if target is None:
+            return first.detach().argmax(dim=-1)
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+            t = torch.full((batch,), int(target), dtype=torch.long, device=device)
+        else:
+            try:
+                t = torch.as_tensor(target, dtype=torch.long, device=device).flatten()
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"target must be None, an int or {batch} ints, got {target!r}"
+                                 ) from err
+            if t.numel() != batch:
+                raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
+        if (t < 0).any() or (t >= num_classes).any():
+            raise ValueError(f"target {t.tolist()} out of range; accepted: 0..{num_classes - 1}")
+        return t
+
+
+def _in_chans(model: nn.Module) -> int | None:
+    value = getattr(model, "in_chans", None)
+    if isinstance(value, int):
+        return value
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return None

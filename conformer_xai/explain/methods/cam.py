@@ -1,0 +1,54 @@
+"""The Grad-CAM family on one tap: pure functions of a (B, C, h, w) activation and its gradient.
+
+Each follows pytorch-grad-cam's definition of the method and ends with its ReLU, so that maps are
+directly comparable with that library's output on the same layer, target and head.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def gradcam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_c mean_ij(dY/dA_c) * A_c)."""
+    weights = gradient.mean(dim=(2, 3), keepdim=True)
+    return (weights * activation).sum(dim=1).clamp_min(0)
+
+
+def gradcam_plus_plus(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++ (Chattopadhay et al. 2018), eq. 19 with the exponential-score simplification."""
+    g2 = gradient.pow(2)
+    g3 = g2 * gradient
+    sum_act = activation.sum(dim=(2, 3), keepdim=True)
+    aij = g2 / (2 * g2 + sum_act * g3 + 1e-6)
+    aij = torch.where(gradient != 0, aij, torch.zeros_like(aij))
+    weights = (gradient.clamp_min(0) * aij).sum(dim=(2, 3), keepdim=True)
+    return (weights * activation).sum(dim=1).clamp_min(0)
+
+
+def layercam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """LayerCAM (Jiang et al. 2021): ReLU(sum_c ReLU(dY/dA_c) * A_c), weights per location."""
+    return (gradient.clamp_min(0) * activation).sum(dim=1).clamp_min(0)
+
+
+def hirescam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """HiResCAM (Draelos and Carin 2020): ReLU(sum_c dY/dA_c * A_c), element-wise."""
+    return (gradient * activation).sum(dim=1).clamp_min(0)
+
+
+def eigencam(activation: torch.Tensor) -> torch.Tensor:
+    """Eigen-CAM (Muhammad and Yeasin 2020): projection on the first principal component.
+
+    Gradient-free. The SVD leaves the component's sign arbitrary; it is chosen so that the
+    projection correlates positively with the channel-mean activation, then ReLU is applied.
+    """
+    b, c, h, w = activation.shape
+    flat = activation.float().reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    proj = (centred @ vh[:, 0, :, None])[..., 0]  # (B, hw)
+    mean_act = flat.mean(dim=2)
+    mean_act = mean_act - mean_act.mean(dim=1, keepdim=True)
+    sign = torch.sign((proj * mean_act).sum(dim=1, keepdim=True))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (proj * sign).reshape(b, h, w).clamp_min(0).to(activation.dtype)

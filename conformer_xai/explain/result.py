@@ -1,0 +1,243 @@
+"""The result of one explanation call: maps at input resolution, raw grids, logits, targets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["Explanation", "parse_key", "normalise_per_image", "upsample"]
+
+GRADIENT_KEY_PARTS = 4  # <method>/<head>/<branch>/<k>
+#: Methods whose keys carry no classifier head: <method>/<branch>/<k>.
+HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam")
+
+
+def parse_key(key: str) -> dict[str, Any]:
+    """Split a map key into its parts: method, head (or None), branch, block (or None).
+
+    >>> parse_key("gradcam/fused/cnn/12")
+    {'method': 'gradcam', 'head': 'fused', 'branch': 'cnn', 'block': 12}
+    """
+    parts = key.split("/")
+    if parts[0] in HEADLESS_METHODS:
+        return {"method": parts[0], "head": None, "branch": parts[1], "block": int(parts[2])}
+    if parts[0] == "rollout":
+        return {"method": "rollout", "head": None, "branch": parts[1], "block": None}
+    if parts[0] == "grad_rollout":
+        return {"method": "grad_rollout", "head": parts[1], "branch": parts[2], "block": None}
+    if len(parts) == GRADIENT_KEY_PARTS:
+        return {"method": parts[0], "head": parts[1], "branch": parts[2], "block": int(parts[3])}
+    raise ValueError(f"not a map key: {key!r}")
+
+
+def normalise_per_image(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0."""
+    flat = maps.flatten(1)
+    lo = flat.min(dim=1, keepdim=True).values
+    hi = flat.max(dim=1, keepdim=True).values
+    span = hi - lo
+    out = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
+    return out.view_as(maps)
+
+
+def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] | None = None
+             ) -> torch.Tensor:
+    """Bilinear upsampling (align_corners=False) of (B, h, w) grids to ``size``.
+
+    When the grid covers a padded extent ``padded`` (H', W') >= ``size``, the grid is upsampled to
+    the padded extent and the padding is cropped away, so map pixels stay aligned with the input.
+    """
+    target = padded or size
+    up = F.interpolate(raw[:, None].float(), size=target, mode="bilinear", align_corners=False)
+    return up[:, 0, : size[0], : size[1]]
+
+
+@dataclass
+class Explanation:
+    """Every map from one forward pass, for a batch of B images.
+
+    Attributes:
+        maps: ``key -> (B, H, W)`` float tensors at input resolution, min-max normalised per image.
+        raw: The same keys at grid resolution, after the method's ReLU, before upsampling
+            (``attention_heads/<branch>/<k>`` keys have an extra attention-head axis).
+        logits: ``head -> (B, num_classes)`` logits of every classifier head of the model.
+        target: ``(B,)`` class explained for each image.
+        heads: The classifier heads the gradient methods were computed for.
+        input_size: ``(H, W)`` of the model input.
+        model_name: Registered name of the model (or its class name).
+        class_names: Optional class names, indexable by class index.
+        image: Optional ``(B, H, W, C)`` display image in [0, 1] (what the model saw).
+        meta: Free-form metadata (weights source, options).
+    """
+
+    maps: dict[str, torch.Tensor]
+    raw: dict[str, torch.Tensor]
+    logits: dict[str, torch.Tensor]
+    target: torch.Tensor
+    heads: tuple[str, ...] = ()
+    input_size: tuple[int, int] = (0, 0)
+    model_name: str = ""
+    class_names: list[str] | None = None
+    image: torch.Tensor | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return int(self.target.shape[0])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.maps)
+
+    def keys(self) -> list[str]:
+        """All map keys, in the order they were computed."""
+        return list(self.maps)
+
+    @property
+    def probs(self) -> dict[str, torch.Tensor]:
+        """Softmax probabilities per classifier head."""
+        return {h: v.float().softmax(dim=-1) for h, v in self.logits.items()}
+
+    @property
+    def methods(self) -> list[str]:
+        """Methods present, in order of appearance."""
+        return list(dict.fromkeys(parse_key(k)["method"] for k in self.maps))
+
+    def find(self, method: str, branch: str | None = None, block: int | None = None,
+             head: str | None = None) -> list[str]:
+        """Keys matching the given parts (None matches anything)."""
+        out = []
+        for key in self.maps:
+            p = parse_key(key)
+            if p["method"] != method:
+                continue
+            if branch is not None and p["branch"] != branch:
+                continue
+            if block is not None and p["block"] != block:
+                continue
+            if head is not None and p["head"] is not None and p["head"] != head:
+                continue
+            out.append(key)
+        return out
+
+    def blocks(self, method: str, branch: str, head: str | None = None) -> list[int]:
+        """Blocks (1-based) available for a method and branch."""
+        return sorted({parse_key(k)["block"] for k in self.find(method, branch, None, head)
+                       if parse_key(k)["block"] is not None})
+
+    def get(self, method: str, branch: str | None = None, block: int | None = None,
+            head: str | None = None, raw: bool = False) -> torch.Tensor:
+        """One map ``(B, H, W)`` (or its raw grid with ``raw=True``).
+
+        Args:
+            method: e.g. "gradcam", "features", "rollout".
+            branch: "cnn" or "transformer"; may be omitted when only one matches.
+            block: 1-based block; may be omitted when only one matches.
+            head: Classifier head for gradient methods; defaults to the first explained head.
+
+        Raises:
+            KeyError: No map or several maps match; the message lists what is available.
+        """
+        if head is None and self.heads and method not in (*HEADLESS_METHODS, "rollout"):
+            head = self.heads[0]
+        keys = self.find(method, branch, block, head)
+        if len(keys) != 1:
+            what = "no map" if not keys else f"{len(keys)} maps"
+            avail = ", ".join(self.find(method)) or ", ".join(self.maps)
+            raise KeyError(f"{what} for method={method!r} branch={branch!r} block={block!r} "
+                           f"head={head!r}; available: {avail}")
+        return (self.raw if raw else self.maps)[keys[0]]
+
+    def top_classes(self, head: str | None = None, k: int = 5) -> list[list[tuple[int, float]]]:
+        """Top-k (class index, probability) per image for a head (default: the first logits)."""
+        head = head or next(iter(self.logits))
+        p, i = self.probs[head].topk(min(k, self.logits[head].shape[-1]), dim=-1)
+        return [list(zip(ii.tolist(), pp.tolist())) for ii, pp in zip(i, p)]
+
+    def class_name(self, index: int) -> str:
+        """Name of a class index (the index itself when no names are known)."""
+        if self.class_names is not None and 0 <= index < len(self.class_names):
+            return self.class_names[index]
+        return str(index)
+
+    def select(self, i: int) -> Explanation:
+        """The explanation of image ``i`` alone (a batch of one)."""
+        sl = slice(i, i + 1)
+        return Explanation(
+            maps={k: v[sl] for k, v in self.maps.items()},
+            raw={k: v[sl] for k, v in self.raw.items()},
+            logits={k: v[sl] for k, v in self.logits.items()},
+            target=self.target[sl], heads=self.heads, input_size=self.input_size,
+            model_name=self.model_name, class_names=self.class_names,
+            image=None if self.image is None else self.image[sl], meta=dict(self.meta))
+
+    # ------------------------------------------------------------------ conversion and I/O
+    def to_numpy(self) -> dict[str, np.ndarray]:
+        """All maps as numpy arrays, plus ``raw/<key>``, ``logits/<head>`` and ``target``."""
+        out = {k: v.detach().cpu().numpy() for k, v in self.maps.items()}
+        out.update({f"raw/{k}": v.detach().cpu().numpy() for k, v in self.raw.items()})
+        out.update({f"logits/{h}": v.detach().cpu().float().numpy()
+                    for h, v in self.logits.items()})
+        out["target"] = self.target.detach().cpu().numpy()
+        if self.image is not None:
+            out["image"] = self.image.detach().cpu().float().numpy()
+        return out
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write ``path`` (.npz with every array) and a JSON sidecar with the metadata.
+
+        Raises:
+            FileExistsError: The file exists and ``overwrite`` is False.
+        """
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        sidecar = path.with_suffix(".json")
+        if not overwrite and (path.exists() or sidecar.exists()):
+            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        np.savez_compressed(path, **self.to_numpy())
+        sidecar.write_text(json.dumps({
+            "format": "conformer-xai explanation v1",
+            "heads": list(self.heads), "input_size": list(self.input_size),
+            "model_name": self.model_name, "class_names": self.class_names,
+            "map_keys": list(self.maps), "raw_keys": list(self.raw),
+            "logit_heads": list(self.logits), "meta": _jsonable(self.meta),
+        }, indent=1))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> Explanation:
+        """Read an explanation written by :meth:`save`."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(".npz")
+        if not path.exists():
+            raise FileNotFoundError(f"no explanation at {path}")
+        meta = json.loads(path.with_suffix(".json").read_text())
+        with np.load(path) as data:
+            arrays = {k: torch.from_numpy(data[k]) for k in data.files}
+        return cls(
+            maps={k: arrays[k] for k in meta["map_keys"]},
+            raw={k: arrays[f"raw/{k}"] for k in meta["raw_keys"]},
+            logits={h: arrays[f"logits/{h}"] for h in meta["logit_heads"]},
+            target=arrays["target"], heads=tuple(meta["heads"]),
+            input_size=tuple(meta["input_size"]), model_name=meta["model_name"],
+            class_names=meta["class_names"], image=arrays.get("image"), meta=meta["meta"])
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    return str(obj)
