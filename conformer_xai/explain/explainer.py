@@ -166,7 +166,7 @@ class Explainer:
             amp = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype
                    else contextlib.nullcontext())
             with torch.set_grad_enabled(need_grads), amp:
-                logits = self.adapter.forward_heads(x_in)
+                logits = self.adapter.forward(x_in)
             target_t = self._resolve_target(target, logits, x.shape[0])
             grads: dict[str, dict[int, torch.Tensor | None]] = {}
             if need_grads:

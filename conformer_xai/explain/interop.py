@@ -26,7 +26,7 @@ class HeadModule(nn.Module):
         self.head = head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter.forward_heads(x)[self.head]
+        return self.adapter.forward(x)[self.head]
 
 
 def head_fn(explainer: Explainer, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -34,7 +34,7 @@ def head_fn(explainer: Explainer, head: str) -> Callable[[torch.Tensor], torch.T
     adapter = explainer.adapter
 
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return adapter.forward_heads(x)[head]
+        return adapter.forward(x)[head]
 
     forward.__name__ = f"{explainer.family}_{head}_head"
     return forward
@@ -56,14 +56,12 @@ def nchw_tap(explainer: Explainer, branch: str, block: int) -> Iterator[nn.Modul
         return
     adapter = explainer.adapter
     grid_module = _GridIdentity()
-    shape: dict[str, tuple[int, int]] = {}
 
     def capture_size(module: nn.Module, args: Any) -> None:
-        shape["hw"] = tuple(args[0].shape[-2:])
+        adapter.input_hw = tuple(args[0].shape[-2:])
 
     def reroute(module: nn.Module, args: Any, tokens: torch.Tensor) -> torch.Tensor:
-        h, w = shape["hw"]
-        grid = grid_module(adapter.tokens_to_grid(tokens, h, w))
+        grid = grid_module(adapter.tokens_to_grid(tokens, *adapter.input_hw))
         prefix = tokens[:, : adapter.num_prefix_tokens]
         return torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
 
@@ -87,12 +85,10 @@ def pytorch_grad_cam_setup(explainer: Explainer, branch: str, block: int, head: 
     model = HeadModule(adapter, head)
     if not tap.tokens:
         return model, [tap.grad_module], None
-    size: dict[str, tuple[int, int]] = {}
 
     def reshape_transform(tokens: torch.Tensor) -> torch.Tensor:
-        return adapter.tokens_to_grid(tokens, *size["hw"])
+        return adapter.tokens_to_grid(tokens, *adapter.input_hw)
 
-    model.register_forward_pre_hook(lambda m, args: size.__setitem__("hw", args[0].shape[-2:]))
     return model, [tap.grad_module], reshape_transform
 
 

@@ -74,6 +74,13 @@ class ModelAdapter:
     token_grid: Callable[[int, int], tuple[int, int]] | None = None
     covered_size: Callable[[int, int], tuple[int, int]] | None = None
 
+    input_hw: tuple[int, int] | None = None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits of every head; remembers the input size for token-grid reshapes."""
+        self.input_hw = (int(x.shape[-2]), int(x.shape[-1]))
+        return self.forward_heads(x)
+
     @property
     def branches(self) -> tuple[str, ...]:
         return tuple(self.taps)

@@ -1,0 +1,184 @@
+"""Our maps against pytorch-grad-cam, captum and straightforward reference code (issue 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import LayerGradCam
+from conftest import make_tiny_conformer
+from pytorch_grad_cam import GradCAM
+
+from conformer_xai import Explainer
+
+TARGETS = [1, 3]  # two images, different targets
+BLOCKS = [1, 6, 12]
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+@pytest.fixture(scope="module")
+def conformer():
+    return make_tiny_conformer()
+
+
+@pytest.fixture(scope="module")
+def x():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(2, 3, 96, 96, generator=g)
+
+
+@pytest.fixture(scope="module")
+def explanation(conformer, x):
+    with Explainer(conformer) as explainer:
+        return explainer.explain(x, target=TARGETS, head=("fused", "cnn", "transformer"),
+                                 methods=("gradcam", "rollout", "grad_rollout"))
+
+
+@pytest.mark.parametrize("head,branch", [("cnn", "cnn"), ("transformer", "transformer"),
+                                         ("fused", "cnn"), ("fused", "transformer")])
+@pytest.mark.parametrize("block", BLOCKS)
+def test_gradcam_matches_pytorch_grad_cam(conformer, x, explanation, head, branch, block):
+    with Explainer(conformer) as explainer:
+        theirs = explainer.pytorch_grad_cam(GradCAM, x, branch, block, head=head, target=TARGETS)
+    ours = explanation.maps[f"gradcam/{head}/{branch}/{block}"].numpy()
+    assert theirs.shape == ours.shape
+    compared = 0
+    for i in range(len(TARGETS)):
+        if ours[i].max() == 0:  # every location negative before the ReLU: both must be empty
+            assert theirs[i].max() < 1e-5
+            continue
+        assert pearson(ours[i], theirs[i]) >= 0.99
+        compared += 1
+    assert compared >= 1, "both maps empty: the comparison would prove nothing"
+
+
+@pytest.mark.parametrize("head,branch", [("cnn", "cnn"), ("transformer", "transformer"),
+                                         ("cnn", "transformer"), ("transformer", "cnn")])
+@pytest.mark.parametrize("block", [1, 6, 11])
+def test_gradcam_matches_captum_layergradcam(conformer, x, explanation, head, branch, block):
+    with Explainer(conformer) as explainer, explainer.nchw_tap(branch, block) as layer:
+        attribution = LayerGradCam(explainer.head_fn(head), layer).attribute(
+            x, target=TARGETS, relu_attributions=True)
+    ours = explanation.raw[f"gradcam/{head}/{branch}/{block}"]
+    assert attribution.shape[1] == 1
+    torch.testing.assert_close(ours, attribution[:, 0].detach(), rtol=1e-4, atol=1e-6)
+    assert ours.abs().sum() > 0
+
+
+def test_no_gradient_path_gives_zero_map_not_nan(explanation):
+    # Block 12's CNN output reaches only the CNN head.
+    raw = explanation.raw["gradcam/transformer/cnn/12"]
+    assert torch.count_nonzero(raw) == 0
+    assert torch.count_nonzero(explanation.maps["gradcam/transformer/cnn/12"]) == 0
+    assert not torch.isnan(explanation.maps["gradcam/transformer/cnn/12"]).any()
+    assert explanation.raw["gradcam/cnn/cnn/12"].abs().sum() > 0
+
+
+def test_nchw_tap_leaves_no_hooks_and_same_logits(conformer, x):
+    before = conformer(x)
+    with Explainer(conformer) as explainer, explainer.nchw_tap("transformer", 4) as layer:
+        inside = conformer(x)
+        assert isinstance(layer, torch.nn.Module)
+    torch.testing.assert_close(before, inside)
+    assert _hook_count(conformer) == 0
+
+
+def _hook_count(model: torch.nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+               for m in model.modules())
+
+
+# ---------------------------------------------------------------------- rollout references
+def _reference_attentions(model, x):
+    """Every block's attention probabilities, recomputed by hand from norm1 outputs."""
+    inputs = []
+    handles = [model.trans_block_module(k).norm1.register_forward_hook(
+        lambda m, a, o: inputs.append(o.detach())) for k in range(1, model.depth + 1)]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    attentions = []
+    for k, tokens in enumerate(inputs, start=1):
+        attn = model.trans_block_module(k).attn
+        b, n, c = tokens.shape
+        qkv = attn.qkv(tokens).reshape(b, n, 3, attn.num_heads, c // attn.num_heads)
+        q, kk = qkv[:, :, 0].transpose(1, 2), qkv[:, :, 1].transpose(1, 2)
+        scores = q @ kk.transpose(-2, -1) / np.sqrt(c // attn.num_heads)
+        attentions.append(scores.softmax(-1).detach().numpy().astype(np.float64))
+    return attentions
+
+
+def _reference_rollout(attentions, image):
+    n = attentions[0].shape[-1]
+    result = np.eye(n)
+    for attn in attentions:
+        a = attn[image].mean(axis=0)
+        a = 0.5 * a + 0.5 * np.eye(n)
+        a = a / a.sum(axis=-1, keepdims=True)
+        result = a @ result
+    return result[0, 1:]
+
+
+def test_rollout_matches_reference(conformer, x, explanation):
+    attentions = _reference_attentions(conformer, x)
+    for i in range(x.shape[0]):
+        ref = _reference_rollout(attentions, i)
+        ours = explanation.raw["rollout/transformer"][i].numpy().ravel()
+        assert pearson(ours, ref) >= 0.995
+        np.testing.assert_allclose(ours, ref, rtol=1e-3, atol=1e-6)
+
+
+def test_grad_rollout_matches_reference(conformer, x, explanation):
+    """Chefer et al. 2021, written the way their code does it: tensor hooks and backward()."""
+    for head in ("cnn", "transformer", "fused"):
+        saved = []
+
+        def keep(module, args, output, saved=saved):
+            output.retain_grad()
+            saved.append(output)
+
+        conformer.set_fused_attn(False)
+        handles = [conformer.trans_block_module(k).attn.attn_drop.register_forward_hook(keep)
+                   for k in range(1, conformer.depth + 1)]
+        try:
+            xi = x.clone().requires_grad_(True)
+            c, t = conformer.forward_branches(xi)
+            logits = {"cnn": c, "transformer": t, "fused": c + t}[head]
+            logits[torch.arange(2), torch.tensor(TARGETS)].sum().backward()
+        finally:
+            for h in handles:
+                h.remove()
+            conformer.set_fused_attn(True)
+            conformer.zero_grad(set_to_none=True)
+        for i in range(2):
+            n = saved[0].shape[-1]
+            r = np.eye(n)
+            for a in saved:
+                cam = (a.grad[i] * a[i]).detach().numpy().astype(np.float64)
+                cam = np.clip(cam, 0, None).mean(axis=0)
+                r = r + cam @ r
+            ref = r[0, 1:]
+            ours = explanation.raw[f"grad_rollout/{head}/transformer"][i].numpy().ravel()
+            assert pearson(ours, ref) >= 0.995
+
+
+def test_rollout_options_discard_and_fusion(conformer, x):
+    with Explainer(conformer) as explainer:
+        plain = explainer.explain(x, methods=("rollout",))
+        maxed = explainer.explain(x, methods=("rollout",),
+                                  rollout_options={"head_fusion": "max", "discard_ratio": 0.5})
+        late = explainer.explain(x, methods=("rollout",), rollout_options={"start_block": 7})
+    a, b, c = (e.raw["rollout/transformer"] for e in (plain, maxed, late))
+    assert not torch.allclose(a, b)
+    assert not torch.allclose(a, c)
+    with pytest.raises(ValueError, match="head_fusion"):
+        Explainer(conformer).explain(x, methods=("rollout",),
+                                     rollout_options={"head_fusion": "median"})
