@@ -243,7 +243,7 @@ class Conformer(nn.Module):
         self.num_heads = num_heads
         self.stem_stride = 4
         self.pad_multiple = patch_size // 4
-        dpr = [v.item() for v in torch.linspace(0, drop_path_rate, depth)]
+        dpr = [v.item() for v in torch.linspace(0, drop_path_rate, depth, device="cpu")]
 
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.trans_norm = nn.LayerNorm(embed_dim)
