@@ -228,6 +228,7 @@ class Explainer:
         raw, maps = self._finish(raw, height, width)
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce,
+                "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods)}
         info.update(meta or {})
         img = None if image is None else torch.as_tensor(np.asarray(image))

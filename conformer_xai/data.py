@@ -1,0 +1,553 @@
+"""Input data: image files to model-ready tensors (timm's preprocessing), inputs, class names.
+
+* :func:`load_image` reads an image file and applies the model's timm data config (resize,
+  centre crop, normalisation) and returns the tensor and the crop the model saw, for plotting.
+* :func:`find_images` expands files, folders and globs into image files with collision-free
+  output stems.
+* :func:`parse_input_size` reads ``"HxW"`` strings.
+* :func:`class_names_for` gives ImageNet, synthetic-scene or user-supplied class names.
+
+Importing this module is cheap: torch and timm load on first use.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from PIL import Image
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "DEFAULT_DATA_CONFIG", "load_image", "resolve_data_config",
+    "find_images", "parse_input_size", "class_names_for", "imagenet_class_names",
+    "read_labels",
+]
+
+#: File extensions recognised as images when a folder or glob is expanded (case-insensitive).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: Arrays accepted by :func:`load_image` as 2-D single-channel inputs (spectrograms, say).
+ARRAY_EXTENSIONS = (".npy",)
+
+#: The data config used when neither a model nor a data config is given (timm's ImageNet default).
+DEFAULT_DATA_CONFIG: dict[str, Any] = {
+    "input_size": (3, 224, 224),
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+}
+
+# --------------------------------------------------------------------------- preprocessing
+def resolve_data_config(model: Any = None, data_config: dict | None = None,
+                        input_size: int | Sequence[int] | None = None) -> dict[str, Any]:
+    """The data config :func:`load_image` uses: timm's config for ``model``, then overrides.
+
+    Args:
+        model: A timm-style model (its ``pretrained_cfg`` is read with timm's
+            ``resolve_data_config``; its input channels from ``model.in_chans`` or its first
+            convolution). ``None`` uses :data:`DEFAULT_DATA_CONFIG`.
+        data_config: Keys replacing the model's (``input_size``, ``interpolation``, ``mean``,
+            ``std``, ``crop_pct``, ``crop_mode``).
+        input_size: ``H`` or ``(H, W)`` replacing the config's spatial size.
+
+    Returns:
+        A dict with ``input_size`` ``(C, H, W)``, ``interpolation``, ``mean`` and ``std`` (C
+        values each), ``crop_pct`` and ``crop_mode``. For a 1-channel model a 3-element mean/std
+        is averaged to one element.
+    """
+    cfg = dict(DEFAULT_DATA_CONFIG)
+    chans = None
+    if model is not None:
+        import timm.data
+
+        cfg.update(timm.data.resolve_data_config(model=model))
+        chans = _model_in_chans(model)
+    if data_config:
+        unknown = set(data_config) - set(DEFAULT_DATA_CONFIG)
+        if unknown:
+            raise ValueError(f"unknown data config keys {sorted(unknown)}; accepted: "
+                             f"{', '.join(DEFAULT_DATA_CONFIG)}")
+        cfg.update({k: v for k, v in data_config.items() if v is not None})
+        if "input_size" in data_config and len(data_config["input_size"]) == 3:
+            chans = int(data_config["input_size"][0])
+    size = tuple(int(v) for v in cfg["input_size"])
+    if len(size) == 2:
+        size = (chans or 3, *size)
+    if len(size) != 3 or min(size) <= 0:
+        raise ValueError(f"data config input_size must be (C, H, W), got {cfg['input_size']!r}")
+    chans = chans or size[0]
+    if input_size is not None:
+        hw = (int(input_size),) * 2 if isinstance(input_size, int) else tuple(input_size)
+        if len(hw) != 2 or min(hw) <= 0:
+            raise ValueError(f"input_size must be H or (H, W) with positive integers, "
+                             f"got {input_size!r}")
+        size = (size[0], int(hw[0]), int(hw[1]))
+    cfg["input_size"] = (chans, size[1], size[2])
+    for key in ("mean", "std"):
+        cfg[key] = _channel_stats(tuple(float(v) for v in cfg[key]), chans, key)
+    return cfg
+
+
+def _channel_stats(values: tuple[float, ...], chans: int, name: str) -> tuple[float, ...]:
+    if len(values) == chans:
+        return values
+    if len(values) == 1:
+        return values * chans
+    if chans == 1:
+        return (float(sum(values) / len(values)),)
+    raise ValueError(f"data config {name} has {len(values)} values for a {chans}-channel model")
+
+
+def _model_in_chans(model: Any) -> int | None:
+    chans = getattr(model, "in_chans", None)
+    if isinstance(chans, int):
+        return chans
+    import torch.nn as nn
+
+    for module in getattr(model, "modules", lambda: [])():
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
+    return None
+
+
+def load_image(path: str | os.PathLike, model: Any = None,
+               input_size: int | Sequence[int] | None = None, crop: bool = True,
+               data_config: dict | None = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Read an image file and preprocess it as timm does for ``model``.
+
+    The pipeline is timm's eval transform built from the model's data config
+    (``timm.data.create_transform``): resize the shorter side to ``size / crop_pct`` with the
+    config's interpolation, centre-crop to ``size``, normalise with the config's mean and std.
+    With ``crop=False`` the image is resized to exactly the input size instead (no crop, aspect
+    ratio not kept), for non-square inputs such as spectrograms.
+
+    Accepted inputs: every format Pillow reads (EXIF orientation applied; grayscale, palette,
+    RGBA/LA composited on white, 16-bit grayscale scaled from 0..65535, 32-bit float images
+    min-max scaled unless already in [0, 1]) and ``.npy`` files holding a 2-D array (min-max
+    scaled to [0, 1] and treated as a grayscale image). Colour images become grayscale
+    (ITU-R 601 luma) for 1-channel models; grayscale images are replicated for 3-channel models.
+
+    Args:
+        path: Image file.
+        model: The model (for its data config and input channels); ``None`` uses ImageNet
+            defaults (3 channels, 224x224, bicubic, crop 0.875).
+        input_size: ``H`` or ``(H, W)`` overriding the config's input size.
+        crop: Centre crop (timm's eval transform); ``False`` resizes to the input size exactly.
+        data_config: Overrides of the model's data config (see :func:`resolve_data_config`).
+
+    Returns:
+        ``(x, image)``: ``x`` the normalised ``(1, C, H, W)`` float32 tensor; ``image`` the
+        ``(H, W, C)`` float32 display image in [0, 1], exactly the crop the model saw (C = 1 for
+        1-channel models).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file is empty, unreadable or not an image; a bad size or config.
+    """
+    import torch
+
+    cfg = resolve_data_config(model, data_config, input_size)
+    chans, height, width = cfg["input_size"]
+    pil = _read_image(Path(path), chans)
+    pixels = _geometric_transform(cfg, crop)(pil).to(torch.float32)  # (c, H, W), 0..255
+    pixels = pixels.clamp_(0.0, 255.0).div_(255.0)
+    if pixels.shape[0] != chans:
+        pixels = pixels.expand(chans, -1, -1).contiguous()
+    mean = torch.tensor(cfg["mean"], dtype=torch.float32).view(-1, 1, 1)
+    std = torch.tensor(cfg["std"], dtype=torch.float32).view(-1, 1, 1)
+    x = ((pixels - mean) / std).unsqueeze(0)
+    display = pixels.permute(1, 2, 0).numpy().astype(np.float32, copy=True)
+    return x, display
+
+
+def _geometric_transform(cfg: dict[str, Any], crop: bool):
+    """Resize (+ centre crop) then convert to a tensor without scaling: timm's eval geometry."""
+    import timm.data
+    from timm.data.transforms import MaybePILToTensor, str_to_interp_mode
+    from torchvision import transforms
+
+    size = tuple(cfg["input_size"][1:])
+    if crop:
+        return timm.data.create_transform(
+            input_size=size, interpolation=cfg["interpolation"], mean=cfg["mean"],
+            std=cfg["std"], crop_pct=cfg["crop_pct"], crop_mode=cfg.get("crop_mode"),
+            is_training=False, use_prefetcher=True)
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=str_to_interp_mode(cfg["interpolation"])),
+        MaybePILToTensor(),
+    ])
+
+
+def _read_image(path: Path, chans: int) -> Image.Image:
+    """Open ``path`` as a PIL image in mode RGB, L or F (F holds values in 0..255)."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir():
+        raise ValueError(f"{path}: not an image file (it is a folder)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path}: not an image file (empty file)")
+    if path.suffix.lower() in ARRAY_EXTENSIONS:
+        return _array_to_pil(_read_array(path), path)
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            img = ImageOps.exif_transpose(opened)
+    except UnidentifiedImageError:
+        raise ValueError(f"{path}: not an image file (unknown or unsupported image format)"
+                         ) from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"{path}: not an image file (too large: {exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"{path}: not an image file (unreadable: {exc})") from None
+    img = _to_standard_mode(img, path)
+    if img.mode == "F":
+        return img
+    return img.convert("L" if chans == 1 else "RGB")
+
+
+def _to_standard_mode(img: Image.Image, path: Path) -> Image.Image:
+    from PIL import Image
+
+    mode = img.mode
+    if mode.startswith("I;16") or mode in ("I", "I;32"):
+        arr = np.asarray(img).astype(np.float32)
+        return Image.fromarray(np.clip(arr, 0, 65535) * np.float32(255.0 / 65535.0), mode="F")
+    if mode == "F":
+        return _array_to_pil(np.asarray(img, dtype=np.float32), path)
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    elif mode == "1":
+        img = img.convert("L")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    return img
+
+
+def _read_array(path: Path) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise ValueError(f"{path}: not an image file (unreadable .npy array: {exc})") from None
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 2 or arr.size == 0 or not (np.issubdtype(arr.dtype, np.number)
+                                              or arr.dtype == bool):
+        raise ValueError(f"{path}: not an image file (a .npy input must hold a non-empty 2-D "
+                         f"numeric array, got shape {arr.shape} of {arr.dtype})")
+    return arr.astype(np.float32)
+
+
+def _array_to_pil(arr: np.ndarray, path: Path) -> Image.Image:
+    """A 2-D float array as an F-mode image in 0..255 (kept if in [0, 1], else min-max)."""
+    from PIL import Image
+
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: not an image file (the array holds NaN or infinite values)")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
+    return Image.fromarray(np.ascontiguousarray(arr * 255.0, dtype=np.float32), mode="F")
+
+
+# --------------------------------------------------------------------------- inputs
+def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]
+                ) -> list[tuple[Path, str]]:
+    """Expand files, folders (recursively) and glob patterns into input files.
+
+    A file named directly is kept whatever its extension (reading it reports a non-image file);
+    folders and globs keep files with an image extension (:data:`IMAGE_EXTENSIONS`; a glob also
+    keeps ``.npy``). Hidden files and folders (name starting with ".") inside a folder are skipped.
+
+    Each file gets an output stem: its path relative to the folder given (or to the glob's
+    non-pattern prefix), without the extension (``sub/cat``); a file named directly gets its own
+    stem. Stems that still collide are made unique with the parent folders that differ, then
+    with the extension (``cat_png``). The same file given twice is listed once.
+
+    Returns:
+        ``[(path, stem), ...]`` in the order given, each folder's files sorted.
+
+    Raises:
+        FileNotFoundError: A path does not exist, or a glob matches nothing.
+        ValueError: A folder (or glob) holds no image files; no paths given.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise ValueError("no input paths given")
+    found: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        text = os.fspath(raw)
+        path = Path(text)
+        if path.is_file():
+            entries = [(path, path.with_suffix("").name)]
+        elif path.is_dir():
+            entries = _walk_folder(path)
+            if not entries:
+                raise ValueError(f"{path}: folder holds no image files (looked for "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+        elif _has_magic(text):
+            entries = _expand_glob(text)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+        for file, stem in entries:
+            key = file.resolve()
+            if key not in seen:
+                seen.add(key)
+                found.append((file, stem))
+    return _unique_stems(found)
+
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+def _has_magic(text: str) -> bool:
+    return _MAGIC.search(text) is not None
+
+
+def _is_image_name(name: str, arrays: bool = False) -> bool:
+    suffix = os.path.splitext(name)[1].lower()
+    return suffix in IMAGE_EXTENSIONS or (arrays and suffix in ARRAY_EXTENSIONS)
+
+
+def _walk_folder(folder: Path) -> list[tuple[Path, str]]:
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or not _is_image_name(name):
+                continue
+            file = Path(root) / name
+            out.append((file, file.relative_to(folder).with_suffix("").as_posix()))
+    return out
+
+
+def _expand_glob(pattern: str) -> list[tuple[Path, str]]:
+    matches = sorted(glob.glob(pattern, recursive=True))
+    if not matches:
+        raise FileNotFoundError(f"{pattern}: no files match this pattern")
+    prefix = Path(*_until_magic(Path(pattern).parts))
+    out = []
+    for match in matches:
+        path = Path(match)
+        if path.is_dir():
+            out.extend((f, _relative_stem(f, prefix)) for f, _ in _walk_folder(path))
+        elif _is_image_name(path.name, arrays=True):
+            out.append((path, _relative_stem(path, prefix)))
+    if not out:
+        raise ValueError(f"{pattern}: the pattern matches no image files (looked for "
+                         f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)})")
+    return out
+
+
+def _until_magic(parts: Sequence[str]) -> list[str]:
+    out = []
+    for part in parts[:-1]:
+        if _has_magic(part):
+            break
+        out.append(part)
+    return out or ["."]
+
+
+def _relative_stem(path: Path, prefix: Path) -> str:
+    try:
+        rel = path.relative_to(prefix) if str(prefix) not in ("", ".") else path
+    except ValueError:
+        rel = Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def _unique_stems(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """Make output stems unique: first with the differing parent folders, then the extension."""
+    stems = [stem for _, stem in found]
+    for step in ("parents", "extension", "counter"):
+        groups: dict[str, list[int]] = {}
+        for i, stem in enumerate(stems):
+            groups.setdefault(stem, []).append(i)
+        for idx in (g for g in groups.values() if len(g) > 1):
+            files = [found[i][0].resolve() for i in idx]
+            common = Path(os.path.commonpath([f.parent for f in files]))
+            for n, (i, file) in enumerate(zip(idx, files)):
+                if step == "parents":
+                    stems[i] = file.relative_to(common).with_suffix("").as_posix()
+                elif step == "extension":
+                    stems[i] = f"{stems[i]}_{file.suffix.lstrip('.').lower()}"
+                elif n > 0:
+                    stems[i] = f"{stems[i]}_{n + 1}"
+    return [(file, stem) for (file, _), stem in zip(found, stems)]
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """Parse ``"HxW"`` (or ``"N"`` for a square) into ``(H, W)``.
+
+    >>> parse_input_size("224x288")
+    (224, 288)
+
+    Raises:
+        ValueError: Not of the form ``HxW`` with positive integers.
+    """
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise ValueError(f"input size must be HxW (or N) with positive integers, e.g. 224x224 "
+                         f"or 128x512; got {text!r}")
+    height = int(match.group(1))
+    width = int(match.group(2)) if match.group(2) is not None else height
+    if height <= 0 or width <= 0:
+        raise ValueError(f"input size must be HxW with positive integers, got {text!r}")
+    return height, width
+
+
+# --------------------------------------------------------------------------- class names
+def imagenet_class_names(num_classes: int = 1000) -> list[str]:
+    """ImageNet class names from timm's bundled class info (the first WordNet lemma).
+
+    Raises:
+        ValueError: ``num_classes`` is not the size of an ImageNet subset timm knows.
+    """
+    from timm.data import ImageNetInfo, infer_imagenet_subset
+
+    subset = infer_imagenet_subset({"num_classes": num_classes})
+    if subset is None:
+        raise ValueError(f"{num_classes} classes is not an ImageNet subset timm knows "
+                         f"(1000, 11221, 11821, 21841, 21842, 21843)")
+    descriptions = ImageNetInfo(subset).label_descriptions()
+    return [d.split(",")[0].strip() for d in descriptions]
+
+
+def read_labels(labels: str | os.PathLike | Sequence[str] | dict) -> list[str]:
+    """Class names from a labels file or object.
+
+    A file is JSON (a list of names, or a dict ``{"0": "cat", ...}`` / ``{"cat": 0, ...}``) or
+    plain text with one name per line (blank lines at the end ignored).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The contents are not a list of names or a complete index mapping.
+    """
+    if isinstance(labels, (str, os.PathLike)):
+        path = Path(labels)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such labels file")
+        text = path.read_text(encoding="utf-8-sig")
+        stripped = text.strip()
+        if path.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
+            try:
+                data = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}: labels file is not valid JSON ({exc})") from None
+            return _labels_from_object(data, str(path))
+        names = [line.strip() for line in stripped.splitlines()]
+        if not names or not all(names):
+            raise ValueError(f"{path}: labels file needs one non-empty class name per line")
+        return names
+    return _labels_from_object(labels, "labels")
+
+
+def _labels_from_object(data: Any, where: str) -> list[str]:
+    if isinstance(data, dict):
+        items = list(data.items())
+        if all(_is_int(k) for k, _ in items):
+            mapping = {int(k): str(v) for k, v in items}
+        elif all(_is_int(v) for _, v in items):
+            mapping = {int(v): str(k) for k, v in items}
+        else:
+            raise ValueError(f"{where}: a labels dict maps class index -> name (or name -> index)")
+        if sorted(mapping) != list(range(len(mapping))):
+            raise ValueError(f"{where}: labels dict indices must be 0..{len(mapping) - 1} "
+                             f"without gaps")
+        return [mapping[i] for i in range(len(mapping))]
+    if isinstance(data, (list, tuple)) and data and all(isinstance(v, str) for v in data):
+        return list(data)
+    raise ValueError(f"{where}: labels must be a non-empty list of class names or an "
+                     f"index -> name dict")
+
+
+def _is_int(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
+
+
+def class_names_for(model_or_num_classes: Any, labels: Any = None) -> list[str]:
+    """Class names for a model's classifier head.
+
+    In order: the ``labels`` given (file path, list or dict; see :func:`read_labels`); the
+    synthetic-scene class names for the embedded small models (``weights_source == "embedded"``
+    or a ``resnet_micro``/``deit_micro_patch16``/``conformer_micro_patch16`` model whose head
+    has that many classes); ImageNet names from timm's class info for 1000-class (or other
+    ImageNet-sized) heads; otherwise the class indices as strings.
+
+    Args:
+        model_or_num_classes: A model (``num_classes`` attribute or ``pretrained_cfg``) or an int.
+        labels: Optional user class names.
+
+    Raises:
+        ValueError: The labels disagree with the number of classes, or the model's class count
+            is unknown.
+    """
+    model = None
+    if isinstance(model_or_num_classes, int) and not isinstance(model_or_num_classes, bool):
+        num_classes = int(model_or_num_classes)
+    else:
+        model = model_or_num_classes
+        num_classes = getattr(model, "num_classes", None) or getattr(
+            model, "pretrained_cfg", {}).get("num_classes")
+        if not isinstance(num_classes, int):
+            raise ValueError("cannot tell the number of classes of this model; pass an int")
+    if num_classes <= 0:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    if labels is not None:
+        names = read_labels(labels)
+        if len(names) != num_classes:
+            where = labels if isinstance(labels, (str, os.PathLike)) else "labels"
+            raise ValueError(f"{where}: {len(names)} class names for a head with "
+                             f"{num_classes} classes")
+        return names
+    if model is not None and _is_embedded(model):
+        synthetic = _synthetic_class_names()
+        if synthetic is not None and len(synthetic) == num_classes:
+            return synthetic
+    try:
+        return imagenet_class_names(num_classes)
+    except ValueError:
+        return [str(i) for i in range(num_classes)]
+
+
+def _is_embedded(model: Any) -> bool:
+    if getattr(model, "weights_source", None) == "embedded":
+        return True
+    from .models.weights import EMBEDDED_MODELS
+
+    name = getattr(model, "model_name", None) or getattr(model, "pretrained_cfg", {}).get(
+        "architecture")
+    return name in EMBEDDED_MODELS
+
+
+def _synthetic_class_names() -> list[str] | None:
+    try:
+        from .synthetic import CLASS_NAMES
+    except ImportError:
+        return None
+    return [str(n) for n in CLASS_NAMES]
