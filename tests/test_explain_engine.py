@@ -172,6 +172,7 @@ def test_resnet101_has_33_cnn_blocks_and_one_head():
 
 
 def test_resnet_gradcam_matches_pytorch_grad_cam():
+    torch.manual_seed(0)
     model = timm.create_model("resnet18", num_classes=4).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     explainer = Explainer(model)
@@ -179,14 +180,16 @@ def test_resnet_gradcam_matches_pytorch_grad_cam():
     assert set(exp.maps) == {"features/cnn/4", "features/cnn/8", "gradcam/cnn/cnn/4",
                              "gradcam/cnn/cnn/8"}
     theirs = explainer.pytorch_grad_cam(GradCAM, x, "cnn", 4, target=[1, 2])
+    ours = exp.maps["gradcam/cnn/cnn/4"]
+    assert all(ours[i].max() > 0 for i in range(2)), "empty map: the check would prove nothing"
     for i in range(2):
-        assert np.corrcoef(exp.maps["gradcam/cnn/cnn/4"][i].numpy().ravel(),
-                           theirs[i].ravel())[0, 1] >= 0.99
+        assert np.corrcoef(ours[i].numpy().ravel(), theirs[i].ravel())[0, 1] >= 0.99
     with pytest.raises(ValueError, match="transformer branch"):
         explainer.explain(x, methods=("rollout",))
 
 
 def test_deit_attention_and_gradcam():
+    torch.manual_seed(0)
     model = timm.create_model("deit_tiny_patch16_224", img_size=64, num_classes=4).eval()
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     explainer = Explainer(model)

@@ -101,6 +101,7 @@ class Explainer:
         autocast_dtype: torch.dtype | None = None,
         image: torch.Tensor | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
+        upsample: bool = True,
     ) -> Explanation:
         """Compute every requested map for a batch in one forward pass.
 
@@ -124,6 +125,8 @@ class Explainer:
                 maps are computed in float32.
             image: Optional display image(s) stored on the result for plotting.
             meta: Extra metadata stored on the result.
+            upsample: Compute ``maps`` (upsampled, normalised); False leaves ``maps`` empty and
+                returns only ``raw`` (what batch runs that store grids need).
 
         Returns:
             An :class:`Explanation`.
@@ -225,7 +228,7 @@ class Explainer:
                     g = [grads[h].get(id(a.attn_drop)) for a in attn_modules]
                     raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
 
-        raw, maps = self._finish(raw, height, width)
+        raw, maps = self._finish(raw, height, width, upsample)
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
@@ -289,8 +292,8 @@ class Explainer:
 
         return grid
 
-    def _finish(self, raw: dict[str, torch.Tensor], height: int, width: int
-                ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def _finish(self, raw: dict[str, torch.Tensor], height: int, width: int,
+                upsample: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Crop padded cells, upsample (bilinear, align_corners=False), normalise per image."""
         covered = self.adapter.covered_size(height, width) if self.adapter.covered_size else None
         cropped, maps = {}, {}
@@ -304,7 +307,7 @@ class Explainer:
             else:
                 up_size = (height, width)
             cropped[key] = r
-            if key.startswith("attention_heads/"):
+            if not upsample or key.startswith("attention_heads/"):
                 continue
             up = F.interpolate(r[:, None], size=up_size, mode="bilinear", align_corners=False)
             maps[key] = normalise_per_image(up[:, 0, :height, :width])
@@ -333,12 +336,15 @@ class Explainer:
     def _model_state(self, explicit_attention: bool) -> Iterator[None]:
         """Eval mode, frozen parameters, explicit attention when needed; all restored after."""
         model = self.model
-        was_training = model.training
-        grad_flags = [(p, p.requires_grad) for p in model.parameters()]
+        # Only what differs is changed and restored: model.eval() / model.train() visit every
+        # module (milliseconds per call on a Conformer, the batch-1 budget on a GPU).
+        training = [m for m in model.modules() if m.training]
+        unfrozen = [p for p in model.parameters() if p.requires_grad]
         attn_flags = [(a, a.fused_attn) for a in self.adapter.attention_modules]
         try:
-            model.eval()
-            for p, _ in grad_flags:
+            for m in training:
+                m.training = False
+            for p in unfrozen:
                 p.requires_grad_(False)
             if explicit_attention:
                 for a, _ in attn_flags:
@@ -347,9 +353,10 @@ class Explainer:
         finally:
             for a, flag in attn_flags:
                 a.fused_attn = flag
-            for p, flag in grad_flags:
-                p.requires_grad_(flag)
-            model.train(was_training)
+            for p in unfrozen:
+                p.requires_grad_(True)
+            for m in training:
+                m.training = True
 
     def _check_input(self, x: Any) -> None:
         if not isinstance(x, torch.Tensor):
