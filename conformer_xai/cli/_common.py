@@ -1,0 +1,340 @@
+"""What every command shares: error reporting, option types, shared options, output checks.
+
+This module imports only click and the standard library, so that usage errors are answered
+before torch loads. Everything heavy is imported inside the command functions.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+PROG = "conformer-xai"
+
+METHODS = ("features", "attention", "gradcam", "gradcam++", "layercam", "hirescam", "eigencam",
+           "rollout", "grad_rollout")
+HEADS = ("fused", "cnn", "transformer")
+OUR_MODELS = ("conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
+              "conformer_base_patch16", "resnet_micro", "deit_micro_patch16",
+              "conformer_micro_patch16")
+EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
+WEIGHTS = ("imagenet", "embedded", "random")
+DEVICES = ("auto", "cpu", "cuda")
+FORMATS = ("png", "pdf", "svg")
+
+
+# --------------------------------------------------------------------------- errors
+class CliRuntimeError(click.ClickException):
+    """A runtime failure (exit code 1): unreadable input, checkpoint, download, device, output."""
+
+    exit_code = 1
+
+
+class CliUsageError(click.ClickException):
+    """A usage error (exit code 2): bad option value, unknown name, missing input path."""
+
+    exit_code = 2
+
+
+class FailedInputs(Exception):
+    """Some inputs failed while the others were processed (exit code 1).
+
+    Carries ``(path, message)`` pairs; each message names its file and becomes one error line.
+    """
+
+    def __init__(self, failures: Sequence[tuple[str, str]]) -> None:
+        super().__init__(f"{len(failures)} input(s) failed")
+        self.failures = list(failures)
+
+
+def one_line(text: str) -> str:
+    """Collapse a message onto one line."""
+    return " ".join(str(text).split())
+
+
+def error_line(message: str) -> str:
+    return f"{PROG}: error: {one_line(message)}"
+
+
+def note(message: str) -> None:
+    """Print a note on stderr (never on stdout, which ``--json`` keeps for its summary)."""
+    click.echo(f"{PROG}: note: {one_line(message)}", err=True)
+
+
+def describe(exc: BaseException) -> str:
+    """The message of an exception, without a traceback, on one line."""
+    text = one_line(str(exc))
+    if isinstance(exc, KeyError) and len(exc.args) == 1:
+        text = one_line(str(exc.args[0]))
+    return text or type(exc).__name__
+
+
+class CliGroup(click.Group):
+    """A click group that reports every error as one line ``conformer-xai: error: ...``.
+
+    Exit codes: 0 success, 1 runtime error, 2 usage error. Tracebacks appear only with
+    ``--debug``, which makes the command re-raise the original exception.
+    """
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             **extra: Any) -> Any:
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(args, prog_name or PROG, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else "", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            click.echo(error_line(exc.format_message()), err=True)
+            sys.exit(exc.exit_code)
+        except FailedInputs as exc:
+            for _, message in exc.failures:
+                click.echo(error_line(message), err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo(error_line("aborted"), err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo(error_line("interrupted"), err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def report_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command body; without ``--debug`` an unexpected exception becomes one error line.
+
+    The command must take a ``debug`` keyword (see :func:`debug_option`).
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        debug = kwargs.get("debug", False)
+        try:
+            return func(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, FailedInputs):
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            if debug:
+                raise
+            raise CliRuntimeError(f"{type(exc).__name__}: {describe(exc)}") from exc
+
+    return wrapper
+
+
+# --------------------------------------------------------------------------- option types
+class CommaList(click.ParamType):
+    """A comma-separated list; with ``choices``, every item must be one of them."""
+
+    name = "list"
+
+    def __init__(self, choices: Sequence[str] | None = None) -> None:
+        self.choices = tuple(choices) if choices else None
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> tuple[str, ...]:
+        if isinstance(value, tuple):
+            return value
+        items = tuple(v.strip() for v in str(value).split(",") if v.strip())
+        if not items:
+            self.fail("expected a comma-separated list", param, ctx)
+        if self.choices:
+            bad = [v for v in items if v not in self.choices]
+            if bad:
+                self.fail(f"unknown {', '.join(map(repr, bad))}; choose from "
+                          f"{', '.join(self.choices)}", param, ctx)
+        return tuple(dict.fromkeys(items))
+
+
+class BlockList(click.ParamType):
+    """Comma-separated 1-based block numbers or ranges: ``1,6,12`` or ``1-4,12``."""
+
+    name = "blocks"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> tuple[int, ...]:
+        if isinstance(value, tuple):
+            return value
+        blocks: list[int] = []
+        for item in (v.strip() for v in str(value).split(",")):
+            m = re.fullmatch(r"(\d+)(?:-(\d+))?", item)
+            if not m:
+                self.fail(f"{item!r} is not a block number or range (e.g. 1,6,12 or 1-12)",
+                          param, ctx)
+            lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+            if lo < 1 or hi < lo:
+                self.fail(f"{item!r}: blocks are numbered from 1 and ranges go upwards",
+                          param, ctx)
+            blocks.extend(range(lo, hi + 1))
+        return tuple(dict.fromkeys(blocks))
+
+
+class InputSize(click.ParamType):
+    """``HxW`` (e.g. ``128x512``) or one number for a square input."""
+
+    name = "HxW"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", str(value))
+        if not m or int(m.group(1)) < 1 or int(m.group(2) or m.group(1)) < 1:
+            self.fail(f"{value!r} is not a size; write HxW with positive integers, e.g. 224x224",
+                      param, ctx)
+        return int(m.group(1)), int(m.group(2) or m.group(1))
+
+
+def check_model_name(name: str) -> None:
+    """Raise a usage error unless ``name`` is one of ours or a timm model name.
+
+    Our names are checked without importing anything; other names import timm.
+    """
+    if name in OUR_MODELS:
+        return
+    import timm
+
+    import conformer_xai  # noqa: F401  (registers our names with timm)
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
+        hint = f"; similar timm names: {', '.join(close)}" if close else ""
+        raise CliUsageError(f"unknown model {name!r}; ours are {', '.join(OUR_MODELS)}, "
+                            f"or give any timm model name{hint}")
+
+
+def check_weights(model: str, weights: str | None, checkpoint: str | None) -> None:
+    """Usage checks on the weights options that need no import."""
+    if weights is not None and checkpoint is not None:
+        raise CliUsageError("give either --weights or --checkpoint, not both (a checkpoint file "
+                            "needs no --weights)")
+    if weights == "embedded" and model not in EMBEDDED_MODELS:
+        raise CliUsageError(f"--weights embedded exists only for {', '.join(EMBEDDED_MODELS)}; "
+                            f"not for {model!r}")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CliRuntimeError(f"checkpoint not found: {checkpoint}")
+
+
+def default_weights(model: str, weights: str | None, checkpoint: str | None) -> str | None:
+    """The weights source when none is given: a checkpoint needs none; the small models use
+    their embedded weights; every other model its published ImageNet weights."""
+    if weights is not None or checkpoint is not None:
+        return weights
+    return "embedded" if model in EMBEDDED_MODELS else "imagenet"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when a GPU is present, else ``cpu``; ``cuda`` without a GPU fails."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise CliRuntimeError("--device cuda: no CUDA GPU is available here (use --device cpu "
+                              "or auto)")
+    return device
+
+
+def load_model(name: str, weights: str | None, checkpoint: str | None = None,
+               num_classes: int | None = None, in_chans: int | None = None,
+               new_head: bool = False, device: str = "cpu") -> Any:
+    """``conformer_xai.load_model`` with its errors mapped to exit codes.
+
+    ``WeightsError`` (checkpoint and download problems) is a runtime error (1); any other
+    ``ValueError`` means the options do not fit together, a usage error (2).
+    """
+    from conformer_xai.models.weights import WeightsError
+    from conformer_xai.models.weights import load_model as _load_model
+
+    try:
+        return _load_model(name, weights=default_weights(name, weights, checkpoint),
+                           checkpoint=checkpoint, num_classes=num_classes, in_chans=in_chans,
+                           new_head=new_head, device=device)
+    except WeightsError as exc:
+        raise CliRuntimeError(describe(exc)) from exc
+    except FileNotFoundError as exc:
+        raise CliRuntimeError(describe(exc)) from exc
+    except ValueError as exc:
+        raise CliUsageError(describe(exc)) from exc
+    except (OSError, RuntimeError) as exc:
+        raise CliRuntimeError(f"cannot load {name}: {describe(exc)}") from exc
+
+
+def weights_notes(model: Any) -> list[str]:
+    """Notes that must accompany every output of a model with random weights."""
+    if getattr(model, "weights_source", "") == "random":
+        return [f"{getattr(model, 'model_name', 'the model')} has random weights: its maps and "
+                "predictions carry no meaning"]
+    return []
+
+
+# --------------------------------------------------------------------------- outputs
+def prepare_out_dir(out: str | Path) -> Path:
+    """Create the output folder (and parents) or fail with a runtime error."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CliRuntimeError(f"cannot create output folder {out}: "
+                              f"{exc.strerror or describe(exc)}") from exc
+    if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
+        raise CliRuntimeError(f"output folder {out} is not writable")
+    return out
+
+
+def check_overwrite(paths: Iterable[Path], force: bool) -> None:
+    """Refuse to overwrite existing files unless ``--force`` was given."""
+    if force:
+        return
+    existing = [p for p in paths if p.exists()]
+    if existing:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise CliRuntimeError(f"{existing[0]} exists{more}; pass --force to overwrite")
+
+
+def echo_json(obj: Any) -> None:
+    """Print one JSON document on stdout."""
+    click.echo(json.dumps(obj, indent=1, default=str))
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write a JSON file atomically (temporary file, then rename)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- shared options
+def debug_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--debug", is_flag=True,
+                        help="Show the full traceback of an error (re-raise it).")(func)
+
+
+def force_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--force", is_flag=True,
+                        help="Overwrite existing output files.")(func)
+
+
+def device_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--device", type=click.Choice(DEVICES), default="auto",
+                        show_default=True,
+                        help="Where to run: auto picks cuda when a GPU is present.")(func)
+
+
+def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--format", "fmt", type=click.Choice(FORMATS), default="png",
+                        show_default=True, help="Figure file format.")(func)
+
+
+def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one machine-readable JSON summary on stdout.")(func)

@@ -1,0 +1,401 @@
+"""``conformer-xai explain``: one figure, one JSON summary (and optionally the arrays) per image."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ._common import (
+    HEADS,
+    METHODS,
+    WEIGHTS,
+    BlockList,
+    CliUsageError,
+    CommaList,
+    FailedInputs,
+    InputSize,
+    check_model_name,
+    check_overwrite,
+    check_weights,
+    debug_option,
+    describe,
+    device_option,
+    echo_json,
+    force_option,
+    format_option,
+    json_option,
+    load_model,
+    note,
+    prepare_out_dir,
+    report_errors,
+    resolve_device,
+    weights_notes,
+    write_json,
+)
+
+SCENE_NAME = re.compile(r"scene_\d+")
+"""File names (without extension) of generated synthetic scenes, as in ``examples/scenes/``."""
+
+EMBEDDED_ON_PHOTO = ("{model} (embedded weights) was trained only on synthetic scenes; on a photo "
+                     "its predictions and maps carry no meaning")
+
+
+def input_kind(path: Path) -> str:
+    """``"scene"`` for a generated synthetic scene, ``"photo"`` for any other image.
+
+    The rule: an image is a scene when its file name starts with ``scene_<number>`` (how
+    ``examples/scenes/`` names the generated scenes); every other image counts as a photo.
+    """
+    return "scene" if SCENE_NAME.match(path.stem) else "photo"
+
+
+@dataclass
+class ImageJob:
+    """One input image and the files it produces."""
+
+    path: Path
+    stem: str
+    figure: Path
+    summary: Path
+    arrays: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def outputs(self) -> list[Path]:
+        files = [self.figure, self.summary]
+        if self.arrays is not None:
+            files += [self.arrays, self.arrays.with_suffix(".json")]
+        return files
+
+
+def discover_inputs(inputs: tuple[str, ...], out: Path) -> list[tuple[Path, str]]:
+    """Files, folders (recursive, by image extension) and globs -> ``(path, output stem)``.
+
+    Stems are the paths relative to the folder given, made unique by ``data.find_images``.
+    Files inside the output folder are left out (so that a rerun does not explain its own
+    figures). A path that does not exist, a glob that matches nothing and a folder without
+    images are usage errors.
+    """
+    from conformer_xai.data import find_images
+
+    try:
+        found = [(Path(p), str(stem)) for p, stem in find_images(list(inputs))]
+    except (FileNotFoundError, ValueError) as exc:
+        raise CliUsageError(describe(exc)) from exc
+    out = out.resolve()
+    kept = [(p, stem) for p, stem in found if out not in p.resolve().parents]
+    if not kept:
+        raise CliUsageError(f"no images to explain: every input is inside the output folder "
+                            f"{out}")
+    return kept
+
+
+def plan_jobs(images: list[tuple[Path, str]], out: Path, fmt: str, save_arrays: bool
+              ) -> list[ImageJob]:
+    """Output files mirror each input's path relative to the folder given."""
+    return [ImageJob(path=p, stem=s, figure=out / f"{s}.{fmt}", summary=out / f"{s}.json",
+                     arrays=out / f"{s}.maps.npz" if save_arrays else None)
+            for p, s in images]
+
+
+def resolve_target(target: str | None, class_names: list[str] | None,
+                   num_classes: int | None) -> int | None:
+    """``--target`` as a class index: a number, or a class name (exact, then case-insensitive)."""
+    if target is None:
+        return None
+    if re.fullmatch(r"\d+", target.strip()):
+        index = int(target)
+        count = len(class_names) if class_names else num_classes
+        if count is not None and index >= count:
+            raise CliUsageError(f"--target {index} is out of range: the model has {count} "
+                                f"classes (0-{count - 1})")
+        return index
+    if not class_names:
+        raise CliUsageError(f"--target {target!r}: this model has no class names; give a class "
+                            "index or a --labels file")
+    wanted = target.strip().lower()
+    for rule in (lambda n: n == target.strip(), lambda n: n.lower() == wanted):
+        hits = [i for i, n in enumerate(class_names) if rule(n)]
+        if len(hits) == 1:
+            return hits[0]
+        if len(hits) > 1:
+            raise CliUsageError(f"--target {target!r} is ambiguous: classes "
+                                f"{', '.join(f'{i} ({class_names[i]})' for i in hits[:5])}")
+    shown = ", ".join(class_names[:8]) + (", ..." if len(class_names) > 8 else "")
+    raise CliUsageError(f"--target {target!r} is not a class name of this model ({shown})")
+
+
+def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
+    """Top-k predictions per classifier head of a one-image explanation."""
+    return {head: [{"index": i, "name": exp.class_name(i), "prob": round(p, 6)}
+                   for i, p in exp.top_classes(head, k=k)[0]]
+            for head in exp.logits}
+
+
+@click.command("explain")
+@click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_FOLDER...")
+@click.option("--model", default="conformer_small_patch16", show_default=True,
+              help="Model name: ours (conformer_*_patch*, *_micro*) or any timm name.")
+@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
+              help="Weights source (default: the model's own: imagenet for the published "
+                   "models, embedded for the small ones). Not needed with --checkpoint.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A .pth/.pt/.safetensors file; class count and input channels are read "
+                   "from it.")
+@click.option("--num-classes", type=click.IntRange(min=1), default=None,
+              help="Number of classes (read from --checkpoint when omitted).")
+@click.option("--in-chans", type=click.IntRange(min=1), default=None,
+              help="Input channels (read from --checkpoint when omitted).")
+@click.option("--input-size", type=InputSize(), default=None,
+              help="Model input size HxW (default: the model's data config).")
+@click.option("--no-crop", is_flag=True,
+              help="Resize to the input size without centre crop (non-square inputs, "
+                   "spectrograms).")
+@click.option("--new-head", is_flag=True,
+              help="Allow a class count other than the weights': the head starts random.")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Class names: a text file with one name per line, or a JSON list/dict.")
+@click.option("--target", default=None,
+              help="Class to explain, as index or name (default: each image's top-1 class).")
+@click.option("--head", "heads", type=CommaList(HEADS), default=None,
+              help="Classifier heads to explain, comma-separated (default: all of the "
+                   "model's).")
+@click.option("--methods", type=CommaList(METHODS), default=None,
+              help=f"Methods, comma-separated, from: {', '.join(METHODS)} (default: features, "
+                   "attention, gradcam, rollout, grad_rollout where they apply).")
+@click.option("--blocks", type=BlockList(), default=None,
+              help="Blocks, 1-based, comma-separated or ranges: 1,6,12 or 1-12 (default: all).")
+@device_option
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Images per forward pass.")
+@click.option("--out", type=click.Path(file_okay=False), default="conformer-xai-out",
+              show_default=True, help="Output folder; outputs mirror the inputs' subfolders.")
+@format_option
+@click.option("--save-arrays", is_flag=True,
+              help="Also write every map as <name>.maps.npz (+ .maps.json), readable with "
+                   "Explanation.load.")
+@json_option
+@force_option
+@debug_option
+@report_errors
+def explain_command(inputs: tuple[str, ...], model: str, weights: str | None,
+                    checkpoint: str | None, num_classes: int | None, in_chans: int | None,
+                    new_head: bool, input_size: tuple[int, int] | None, no_crop: bool,
+                    labels: str | None, target: str | None, heads: tuple[str, ...] | None,
+                    methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
+                    device: str, batch_size: int, out: str, fmt: str, save_arrays: bool,
+                    as_json: bool, force: bool, debug: bool) -> int:
+    """Explain images: per image a figure, a JSON summary and (--save-arrays) the maps.
+
+    IMAGE_OR_FOLDER... are image files, folders (searched recursively by image extension) or
+    glob patterns. Each output mirrors its input's path relative to the folder given; files
+    inside --out are skipped. A file that cannot be read is listed at the end (exit code 1)
+    after every other image has been written.
+    """
+    started = time.perf_counter()
+    check_weights(model, weights, checkpoint)
+    out_dir = Path(out)
+    images = discover_inputs(inputs, out_dir)
+    check_model_name(model)
+    jobs = plan_jobs(images, out_dir, fmt, save_arrays)
+    check_overwrite([f for job in jobs for f in job.outputs()], force)
+    prepare_out_dir(out_dir)
+
+    from conformer_xai.data import class_names_for
+
+    dev = resolve_device(device)
+    t = time.perf_counter()
+    net = load_model(model, weights, checkpoint, num_classes, in_chans, new_head, dev)
+    model_load_s = time.perf_counter() - t
+    source = net.weights_source
+    notes = weights_notes(net)
+    photos = sum(input_kind(job.path) == "photo" for job in jobs)
+    if source == "embedded" and photos:
+        notes.append(EMBEDDED_ON_PHOTO.format(model=model) + f" ({photos} photo(s) given)")
+    for text in notes:
+        note(text)
+    try:
+        class_names = class_names_for(net, labels)
+    except (ValueError, OSError) as exc:
+        where = f"--labels {labels}: " if labels else ""
+        raise CliUsageError(f"{where}{describe(exc)}") from exc
+    options: dict[str, Any] = {
+        "target": resolve_target(target, class_names, getattr(net, "num_classes", None)),
+        "blocks": list(blocks) if blocks else None}
+    if methods:
+        options["methods"] = methods
+
+    batch_run = BatchRun(net=net, model=model, source=source, notes=notes, device=dev, fmt=fmt,
+                         input_size=input_size, crop=not no_crop, force=force, debug=debug,
+                         quiet=as_json)
+    batch_run.run(jobs, batch_size, class_names, heads, options)
+    run = {"command": "explain", "model": model, "weights": source,
+           "checkpoint": checkpoint, "device": dev, "out": str(out_dir), "notes": notes,
+           "images": batch_run.summaries,
+           "failed": [{"input": p, "error": e} for p, e in batch_run.failures],
+           "timings_s": {"model_load": round(model_load_s, 4),
+                         "total": round(time.perf_counter() - started, 4)}}
+    if as_json:
+        echo_json(run)
+    else:
+        click.echo(f"wrote {len(batch_run.summaries)} of {len(jobs)} image(s) to {out_dir}")
+    if batch_run.failures:
+        raise FailedInputs(batch_run.failures)
+    return 0
+
+
+@dataclass
+class BatchRun:
+    """Explains the jobs batch by batch and writes each image's outputs.
+
+    A file that cannot be read or written is recorded in :attr:`failures` and the run goes on
+    (with ``debug`` the error is raised instead); an option the explainer rejects stops the run
+    as a usage error.
+    """
+
+    net: Any
+    model: str
+    source: str
+    notes: list[str]
+    device: str
+    fmt: str
+    input_size: tuple[int, int] | None
+    crop: bool
+    force: bool
+    debug: bool
+    quiet: bool
+    summaries: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def run(self, jobs: list[ImageJob], batch_size: int, class_names: list[str] | None,
+            heads: tuple[str, ...] | None, options: dict[str, Any]) -> None:
+        from tqdm import tqdm
+
+        from conformer_xai.explain import Explainer
+
+        with Explainer(self.net, class_names=class_names) as explainer, \
+                tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=len(jobs) < 2,
+                     leave=False) as bar:
+            options = {**options, "head": heads or tuple(explainer.heads)}
+            for start in range(0, len(jobs), batch_size):
+                loaded = []
+                for job in jobs[start:start + batch_size]:
+                    item = self.load(job)
+                    if item is None:
+                        bar.update(1)
+                    else:
+                        loaded.append(item)
+                for group in _same_shape_groups(loaded):
+                    for job, exp, image in self.explain(explainer, group, options):
+                        if self.write(job, exp, image) and not self.quiet:
+                            bar.write(_human_line(job, exp))
+                        bar.update(1)
+
+    def fail(self, job: ImageJob, exc: BaseException, what: str = "") -> None:
+        """Record that ``job`` failed (with ``debug``: raise the error instead)."""
+        if self.debug:
+            raise exc
+        message = f"{what}{describe(exc)}"
+        if not message.startswith(str(job.path)):
+            message = f"{job.path}: {message}"
+        self.failures.append((str(job.path), message))
+
+    def load(self, job: ImageJob) -> tuple[ImageJob, Any, Any] | None:
+        from conformer_xai.data import load_image
+
+        t = time.perf_counter()
+        try:
+            x, image = load_image(job.path, self.net, input_size=self.input_size, crop=self.crop)
+        except Exception as exc:  # any unreadable input is that file's failure, not the run's
+            self.fail(job, exc)
+            return None
+        job.timings["load_s"] = time.perf_counter() - t
+        return job, x, image
+
+    def explain(self, explainer: Any, group: list[tuple[ImageJob, Any, Any]],
+                options: dict[str, Any]) -> list[tuple[ImageJob, Any, Any]]:
+        import torch
+
+        x = torch.cat([item[1] for item in group]).to(self.device)
+        t = time.perf_counter()
+        try:
+            exp = explainer.explain(x, **options)
+        except ValueError as exc:
+            if self.debug:
+                raise
+            raise CliUsageError(describe(exc)) from exc
+        per_image = (time.perf_counter() - t) / len(group)
+        out = []
+        for i, (job, _, image) in enumerate(group):
+            job.timings["explain_s"] = per_image
+            one = exp.select(i)
+            one.image = torch.as_tensor(image, dtype=torch.float32)[None]
+            kind = input_kind(job.path)
+            one.meta.update({"weights_source": self.source, "input_kind": kind,
+                             "input": str(job.path), "notes": self.image_notes(kind)})
+            out.append((job, one, image))
+        return out
+
+    def image_notes(self, kind: str) -> list[str]:
+        """The notes that concern one image: random weights; an embedded model on a photo."""
+        notes = [n for n in self.notes if "random weights" in n]
+        if self.source == "embedded" and kind == "photo":
+            notes.append(EMBEDDED_ON_PHOTO.format(model=self.model))
+        return notes
+
+    def write(self, job: ImageJob, exp: Any, image: Any) -> bool:
+        """Write the figure, the arrays (when asked) and the JSON summary of one image."""
+        from conformer_xai.plot import explanation_figure
+
+        try:
+            t = time.perf_counter()
+            job.figure.parent.mkdir(parents=True, exist_ok=True)
+            explanation_figure(exp, image).savefig(job.figure, format=self.fmt, dpi=150)
+            job.timings["figure_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            if job.arrays is not None:
+                exp.save(job.arrays, overwrite=self.force)
+            summary = self.summary(job, exp)
+            job.timings["write_s"] = time.perf_counter() - t
+            summary["timings_s"] = {k: round(v, 4) for k, v in job.timings.items()}
+            write_json(job.summary, summary)
+        except OSError as exc:
+            self.fail(job, exc, "cannot write outputs: ")
+            return False
+        self.summaries.append(summary)
+        return True
+
+    def summary(self, job: ImageJob, exp: Any) -> dict[str, Any]:
+        target = int(exp.target[0])
+        return {
+            "input": str(job.path), "model": self.model, "weights": self.source,
+            "input_kind": exp.meta["input_kind"], "device": self.device,
+            "input_size": list(exp.input_size), "heads": list(exp.heads),
+            "methods": exp.methods, "maps": exp.keys(),
+            "target": {"index": target, "name": exp.class_name(target)},
+            "predictions": predictions(exp), "notes": exp.meta["notes"],
+            "files": {"figure": str(job.figure), "summary": str(job.summary),
+                      "arrays": None if job.arrays is None else str(job.arrays)},
+        }
+
+
+def _same_shape_groups(loaded: list[tuple[ImageJob, Any, Any]]
+                       ) -> list[list[tuple[ImageJob, Any, Any]]]:
+    """Images of one batch grouped by tensor shape (sizes differ only with --no-crop)."""
+    groups: dict[tuple[int, ...], list[tuple[ImageJob, Any, Any]]] = {}
+    for item in loaded:
+        groups.setdefault(tuple(item[1].shape[1:]), []).append(item)
+    return list(groups.values())
+
+
+def _human_line(job: ImageJob, exp: Any) -> str:
+    tops = []
+    for head in exp.logits:
+        index, prob = exp.top_classes(head, k=1)[0][0]
+        tops.append(f"{head}: {exp.class_name(index)} {prob:.2f}")
+    return f"{job.path} -> {job.figure}  ({'; '.join(tops)})"

@@ -1,0 +1,70 @@
+"""``conformer-xai train-synthetic``: train a small model on the generated scenes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._common import (
+    EMBEDDED_MODELS,
+    CliRuntimeError,
+    CliUsageError,
+    debug_option,
+    describe,
+    echo_json,
+    force_option,
+    json_option,
+    report_errors,
+)
+
+
+@click.command("train-synthetic")
+@click.option("--model", required=True, type=click.Choice(EMBEDDED_MODELS),
+              help="The small model to train.")
+@click.option("--steps", type=click.IntRange(min=1), required=True,
+              help="Optimiser steps; each sees --batch-size new scenes.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the initialisation and of the training scenes.")
+@click.option("--out", type=click.Path(file_okay=False), required=True,
+              help="Folder for <model>.safetensors (float16) and <model>.json (the model card "
+                   "data).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Scenes per step (default: the training script's, 32).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Peak AdamW learning rate (default: the model's own).")
+@click.option("--eval-n", type=click.IntRange(min=0), default=None,
+              help="Held-out scenes for the reported accuracy (default: the script's; 0 skips).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch (default: torch's choice).")
+@json_option
+@force_option
+@debug_option
+@report_errors
+def train_synthetic_command(model: str, steps: int, seed: int, out: str,
+                            batch_size: int | None, lr: float | None, eval_n: int | None,
+                            threads: int | None, as_json: bool, force: bool, debug: bool) -> int:
+    """Train a small model on freshly generated synthetic scenes and report its held-out
+    accuracy. Progress goes to stderr; the result (also in <out>/<model>.json) to stdout."""
+    from conformer_xai.synthetic.train import train_model
+
+    options = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "eval_n": eval_n,
+                                 "threads": threads}.items() if v is not None}
+    try:
+        result = train_model(model, steps, seed=seed, out=Path(out), force=force,
+                             log=lambda line: click.echo(line, err=True), **options)
+    except FileExistsError as exc:
+        raise CliRuntimeError(describe(exc)) from exc
+    except ValueError as exc:
+        if debug:
+            raise
+        raise CliUsageError(describe(exc)) from exc
+    except OSError as exc:
+        raise CliRuntimeError(f"cannot write to {out}: {describe(exc)}") from exc
+    if as_json:
+        echo_json(result)
+    else:
+        for key, value in result.items():
+            if not isinstance(value, (dict, list)):
+                click.echo(f"{key}: {value}")
+    return 0
