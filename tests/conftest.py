@@ -13,15 +13,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(1)
 
 
-def deterministic_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Weights made by the reference recipe (shared/reference/conformer_architecture.md).
+def recipe_state_dict(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """Deterministic weights by the reference recipe (shared/reference/conformer_architecture.md):
+    float64 draws seeded by crc32 of each key, cast to float32.
 
     Unlike a fresh initialisation, these give every head a strong gradient path, so that maps
     computed two ways can be compared meaningfully.
     """
     out = {}
-    for key, value in model.state_dict().items():
-        shape = list(value.shape)
+    for key, shape in shapes.items():
         g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
         t = torch.randn(shape, generator=g, dtype=torch.float64)
         if key.endswith("num_batches_tracked"):
@@ -36,8 +36,8 @@ def deterministic_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
         elif key.endswith("bias"):
             v = 0.02 * t
         else:
-            v = t / math.sqrt(math.prod(shape[1:]) or 1)
-        out[key] = v.to(value.dtype)
+            v = t / math.sqrt(math.prod(shape[1:]))
+        out[key] = v.float()
     return out
 
 
@@ -48,7 +48,7 @@ def make_tiny_conformer(num_classes: int = 5, in_chans: int = 3, depth: int = 12
 
     model = Conformer(patch_size=patch_size, in_chans=in_chans, num_classes=num_classes,
                       channel_ratio=0.25, embed_dim=48, num_heads=3, depth=depth)
-    model.load_state_dict(deterministic_state_dict(model))
+    model.load_state_dict(recipe_state_dict({k: list(v.shape) for k, v in model.state_dict().items()}))
     return model.eval()
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
-import zlib
 from pathlib import Path
 
 import pytest
 import timm
 import torch
+from conftest import recipe_state_dict
 
 import conformer_xai  # noqa: F401  (registers our models with timm)
 from conformer_xai.models import CONFORMER_VARIANTS, Conformer
@@ -18,29 +17,6 @@ DATA = Path(__file__).parent / "data"
 PARAMS_M = {"conformer_tiny_patch16": 23.5, "conformer_small_patch16": 37.7,
             "conformer_small_patch32": 38.8, "conformer_base_patch16": 83.3}
 VARIANTS = tuple(PARAMS_M)
-
-
-def recipe_state_dict(shapes: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """Deterministic weights by the recipe in the reference (float64 draws cast to float32)."""
-    out = {}
-    for key, shape in shapes.items():
-        g = torch.Generator().manual_seed(zlib.crc32(key.encode()))
-        t = torch.randn(shape, generator=g, dtype=torch.float64)
-        if key.endswith("num_batches_tracked"):
-            out[key] = torch.zeros(shape, dtype=torch.long)
-            continue
-        if key.endswith("running_var"):
-            v = t.abs() * 0.5 + 0.75
-        elif key.endswith("running_mean"):
-            v = 0.1 * t
-        elif key.endswith("weight") and len(shape) == 1:
-            v = 1 + 0.1 * t
-        elif key.endswith("bias"):
-            v = 0.02 * t
-        else:
-            v = t / math.sqrt(math.prod(shape[1:]))
-        out[key] = v.float()
-    return out
 
 
 def small_conformer(num_classes: int = 5, in_chans: int = 3, patch_size: int = 16) -> Conformer:
