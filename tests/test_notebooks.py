@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -114,7 +115,9 @@ def test_notebook_runs_top_to_bottom(path, kernel):
     nb = _read(path)
     client = NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT_S,
                             resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    client.execute()  # raises CellExecutionError, naming the cell, on any exception
+    # The kernel must not inherit this process's stdout: under pytest-xdist that is the
+    # worker's channel to the controller, and a kernel writing to it hangs the run.
+    client.execute(stdout=subprocess.DEVNULL, stderr=sys.stderr)  # raises on any cell error
 
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.execution_count for c in code_cells] == list(range(1, len(code_cells) + 1))
