@@ -202,15 +202,22 @@ def add_colorbar(ax: Axes, shown) -> None:
         cbar.solids.set_alpha(1.0)
 
 
+def rank(values: np.ndarray) -> np.ndarray:
+    """Ranks (1-based) with ties given their average rank, as scipy.stats.rankdata does."""
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    average = (ends - counts + 1 + ends) / 2.0
+    return average[inverse.reshape(-1)]
+
+
 def spearman(a: Any, b: Any) -> float:
-    """Spearman rank correlation of two maps of equal size (NaN when one is constant).
-
-    A scalar front end to :func:`conformer_xai.metrics.spearman` for figure annotations.
-    """
-    from ..metrics.agreement import spearman as spearman_per_image
-
-    x = np.asarray(to_numpy(a), dtype=np.float64)
-    y = np.asarray(to_numpy(b), dtype=np.float64)
-    if x.size != y.size:
+    """Spearman rank correlation of two maps of equal size (NaN when one is constant)."""
+    x = to_numpy(a).astype(np.float64).ravel()
+    y = to_numpy(b).astype(np.float64).ravel()
+    if x.shape != y.shape:
         raise ValueError(f"maps differ in size: {x.size} and {y.size} values")
-    return float(spearman_per_image(x.reshape(1, 1, -1), y.reshape(1, 1, -1))[0])
+    rx, ry = rank(x), rank(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
