@@ -6,12 +6,13 @@ before torch loads. Everything heavy is imported inside the command functions.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +193,27 @@ class InputSize(click.ParamType):
             self.fail(f"{value!r} is not a size; write HxW with positive integers, e.g. 224x224",
                       param, ctx)
         return int(m.group(1)), int(m.group(2) or m.group(1))
+
+
+@contextlib.contextmanager
+def api_errors(debug: bool, runtime: tuple[type[BaseException], ...] = (),
+               usage: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """Map the exceptions of a public-API call to exit codes.
+
+    ``runtime`` classes become runtime errors (1); ``usage`` classes and any other ValueError
+    (options that do not fit together) become usage errors (2), re-raised as they are under
+    ``--debug``.
+    """
+    try:
+        yield
+    except runtime as exc:
+        raise CliRuntimeError(describe(exc)) from exc
+    except usage as exc:
+        raise CliUsageError(describe(exc)) from exc
+    except ValueError as exc:
+        if debug:
+            raise
+        raise CliUsageError(describe(exc)) from exc
 
 
 def check_model_name(name: str) -> None:

@@ -15,6 +15,7 @@ from ._common import (
     CliUsageError,
     CommaList,
     InputSize,
+    api_errors,
     check_model_name,
     check_weights,
     debug_option,
@@ -105,21 +106,13 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
 
     from conformer_xai.batch import run_dataset
 
-    try:
+    with api_errors(debug, runtime=(FileExistsError,), usage=(FileNotFoundError,)):
         summary = run_dataset(
             directory, store, net, batch_size=batch_size, num_workers=num_workers,
             methods=list(methods) if methods else None, blocks=list(blocks) if blocks else None,
             heads=list(heads) if heads else None, input_size=input_size, crop=not no_crop,
             device=dev, dtype=dtype, autocast_dtype="bfloat16" if bf16 else None,
             channels_last=channels_last, resume=not no_resume, force=force)
-    except FileNotFoundError as exc:
-        raise CliUsageError(describe(exc)) from exc
-    except FileExistsError as exc:
-        raise CliRuntimeError(describe(exc)) from exc
-    except ValueError as exc:
-        if debug:
-            raise
-        raise CliUsageError(describe(exc)) from exc
     summary["weights_source"] = getattr(net, "weights_source", None)
     if as_json:
         echo_json({"command": "explain-dataset", **summary})

@@ -11,13 +11,11 @@ from ._common import (
     METHODS,
     WEIGHTS,
     BlockList,
-    CliRuntimeError,
-    CliUsageError,
     CommaList,
+    api_errors,
     check_model_name,
     check_weights,
     debug_option,
-    describe,
     device_option,
     echo_json,
     json_option,
@@ -80,15 +78,9 @@ def evaluate_command(model: str, weights: str, n: int, methods: tuple[str, ...] 
         options["blocks"] = list(blocks)
     if heads:
         options["heads"] = list(heads)
-    try:
+    with api_errors(debug, runtime=(WeightsError,)):
         result = evaluate(model, weights=weights, n=n, seed=seed, batch_size=batch_size,
                           faithfulness=faithfulness, device=dev, progress=True, **options)
-    except WeightsError as exc:
-        raise CliRuntimeError(describe(exc)) from exc
-    except ValueError as exc:
-        if debug:
-            raise
-        raise CliUsageError(describe(exc)) from exc
     if as_json:
         echo_json({"command": "evaluate", **result})
     else:

@@ -9,7 +9,7 @@ import click
 from ._common import (
     EMBEDDED_MODELS,
     CliRuntimeError,
-    CliUsageError,
+    api_errors,
     debug_option,
     describe,
     echo_json,
@@ -51,14 +51,9 @@ def train_synthetic_command(model: str, steps: int, seed: int, out: str,
     options = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "eval_n": eval_n,
                                  "threads": threads}.items() if v is not None}
     try:
-        result = train_model(model, steps, seed=seed, out=Path(out), force=force,
-                             log=lambda line: click.echo(line, err=True), **options)
-    except FileExistsError as exc:
-        raise CliRuntimeError(describe(exc)) from exc
-    except ValueError as exc:
-        if debug:
-            raise
-        raise CliUsageError(describe(exc)) from exc
+        with api_errors(debug, runtime=(FileExistsError,)):
+            result = train_model(model, steps, seed=seed, out=Path(out), force=force,
+                                 log=lambda line: click.echo(line, err=True), **options)
     except OSError as exc:
         raise CliRuntimeError(f"cannot write to {out}: {describe(exc)}") from exc
     if as_json:
