@@ -325,8 +325,8 @@ def _notes(cfg: BenchConfig) -> list[str]:
         "median of interleaved repeats after warm-up; device synchronised around each call",
         "pgc_cnn / pgc_transformer: one GradCAM call per branch with its 12 taps as "
         "target_layers; pgc_set = pgc_cnn + pgc_transformer + rollout_pass",
-        "fwd_bwd and forward use the model's fused attention; ours_full needs the explicit path "
-        "(attention probabilities for rollout)",
+        "fwd_bwd, forward and ours_full all use the model's fused attention (ours recomputes "
+        "the attention probabilities for rollout from each block's qkv)",
         "peak memory: what a call adds above the resident model and input",
     ]
     if cfg.dtype == "bf16":

@@ -78,6 +78,16 @@ def test_evaluate_prints_one_row_per_map(tmp_path: Path):
     assert "random weights" in result.stderr
 
 
+def test_evaluate_steps_sets_the_deletion_and_insertion_curves():
+    result = run("evaluate", "--model", "resnet_micro", "--n", "2", "--methods", "gradcam",
+                 "--blocks", "8", "--faithfulness", "last", "--steps", "4", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["meta"]["steps"] == 4
+    [row] = report["rows"]
+    assert 0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["insertion_auc"] <= 1.0
+
+
 def test_train_synthetic_writes_weights_and_protects_them(tmp_path: Path):
     out = tmp_path / "trained"
     args = ["train-synthetic", "--model", "resnet_micro", "--steps", "2", "--batch-size", "2",

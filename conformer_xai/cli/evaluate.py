@@ -43,6 +43,8 @@ FAITHFULNESS = ("last", "all", "none")
               show_default=True,
               help="Maps that get deletion/insertion AUC: the last block of each branch and "
                    "rollout, all maps, or none.")
+@click.option("--steps", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Steps of the deletion and insertion curves (fewer is cheaper).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the scenes and of the randomised model.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
@@ -53,8 +55,8 @@ FAITHFULNESS = ("last", "all", "none")
 @report_errors
 def evaluate_command(model: str, weights: str, n: int, methods: tuple[str, ...] | None,
                      blocks: tuple[int, ...] | None, heads: tuple[str, ...] | None,
-                     faithfulness: str, seed: int, batch_size: int, device: str, as_json: bool,
-                     debug: bool) -> int:
+                     faithfulness: str, steps: int, seed: int, batch_size: int, device: str,
+                     as_json: bool, debug: bool) -> int:
     """Score the maps on N generated scenes whose object masks are known.
 
     Prints one row per method, head, branch and block: pointing game, energy pointing game,
@@ -80,7 +82,8 @@ def evaluate_command(model: str, weights: str, n: int, methods: tuple[str, ...] 
         options["heads"] = list(heads)
     with api_errors(debug, runtime=(WeightsError,)):
         result = evaluate(model, weights=weights, n=n, seed=seed, batch_size=batch_size,
-                          faithfulness=faithfulness, device=dev, progress=True, **options)
+                          faithfulness=faithfulness, steps=steps, device=dev, progress=True,
+                          **options)
     if as_json:
         echo_json({"command": "evaluate", **result})
     else:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
 from .methods.features import check_reduce, reduce_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
@@ -159,12 +160,22 @@ class Explainer:
                 if cam_methods:
                     wanted[id(tap.grad_module)] = tap.grad_module
         attn_modules = self.adapter.attention_modules if need_attention else []
+        # attention from the fused kernel's qkv (and proj input for its gradient) when the
+        # module allows it; otherwise the explicit path's probabilities at attn_drop
+        recompute = bool(attn_modules) and all(supports_recompute(a) for a in attn_modules)
+        wanted_inputs: dict[int, nn.Module] = {}
         for attn in attn_modules:
-            wanted[id(attn.attn_drop)] = attn.attn_drop
+            if recompute:
+                wanted[id(attn.qkv)] = attn.qkv
+                if "grad_rollout" in methods:
+                    wanted_inputs[id(attn.proj)] = attn.proj
+            else:
+                wanted[id(attn.attn_drop)] = attn.attn_drop
+        attn_grad_module = [a.proj if recompute else a.attn_drop for a in attn_modules]
 
         height, width = x.shape[-2:]
-        with self._model_state(explicit_attention=need_attention), \
-                self._recording(wanted, recorded):
+        with self._model_state(explicit_attention=need_attention and not recompute), \
+                self._recording(wanted, recorded, wanted_inputs):
             x_in = x.detach().requires_grad_(need_grads)
             amp = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype
                    else contextlib.nullcontext())
@@ -176,7 +187,7 @@ class Explainer:
                 grad_ids = [id(self.adapter.tap(b, k).grad_module)
                             for b, ks in block_map.items() for k in ks] if cam_methods else []
                 if "grad_rollout" in methods:
-                    grad_ids += [id(a.attn_drop) for a in attn_modules]
+                    grad_ids += [id(m) for m in attn_grad_module]
                 grad_ids = list(dict.fromkeys(grad_ids))
                 tensors = [recorded[i] for i in grad_ids]
                 for n, h in enumerate(heads):
@@ -207,7 +218,10 @@ class Explainer:
                         g = torch.zeros_like(act) if g is None else grid(tap, g).float()
                         raw[f"{m}/{h}/{branch}/{k}"] = CAM_METHODS[m](act, g)
         if need_attention:
-            attns = [recorded[id(a.attn_drop)].float() for a in attn_modules]
+            if recompute:
+                attns = [attention_from_qkv(a, recorded[id(a.qkv)]) for a in attn_modules]
+            else:
+                attns = [recorded[id(a.attn_drop)].float() for a in attn_modules]
             npt = self.adapter.num_prefix_tokens
             gh, gw = self.adapter.token_grid(height, width)
 
@@ -225,14 +239,19 @@ class Explainer:
                 raw["rollout/transformer"] = to_grid(attention_rollout(attns, npt, rollout_options))
             if "grad_rollout" in methods:
                 for h in heads:
-                    g = [grads[h].get(id(a.attn_drop)) for a in attn_modules]
+                    g = [grads[h].get(id(m)) for m in attn_grad_module]
+                    if recompute:
+                        g = [None if gi is None else attention_grad(a, recorded[id(a.qkv)], gi)
+                             for a, gi in zip(attn_modules, g)]
                     raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
 
         raw, maps = self._finish(raw, height, width, upsample)
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
-                "rollout_options": vars(rollout_options), "methods": list(methods)}
+                "rollout_options": vars(rollout_options), "methods": list(methods),
+                "attention_path": None if not need_attention
+                else ("fused, recomputed from qkv" if recompute else "explicit")}
         info.update(meta or {})
         img = None if image is None else torch.as_tensor(np.asarray(image))
         return Explanation(
@@ -314,8 +333,10 @@ class Explainer:
         return cropped, maps
 
     @contextlib.contextmanager
-    def _recording(self, wanted: dict[int, nn.Module], store: dict[int, torch.Tensor]
-                   ) -> Iterator[None]:
+    def _recording(self, wanted: dict[int, nn.Module], store: dict[int, torch.Tensor],
+                   wanted_inputs: dict[int, nn.Module] | None = None) -> Iterator[None]:
+        """Record the output of each module in ``wanted`` (the first input of each module in
+        ``wanted_inputs``) into ``store`` under the given key."""
         handles = []
 
         def make_hook(key: int):
@@ -324,9 +345,17 @@ class Explainer:
 
             return hook
 
+        def make_pre_hook(key: int):
+            def pre_hook(module: nn.Module, args: Any) -> None:
+                store[key] = args[0]
+
+            return pre_hook
+
         try:
             for key, module in wanted.items():
                 handles.append(module.register_forward_hook(make_hook(key)))
+            for key, module in (wanted_inputs or {}).items():
+                handles.append(module.register_forward_pre_hook(make_pre_hook(key)))
             yield
         finally:
             for h in handles:
