@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	# pip takes torch/torchvision from this machine's disk where available (see README).
 	$(BIN)/python -m pip install -e '.[dev]'
+	# Quantus (metric cross-checks in the tests) without its opencv-python requirement
+	$(BIN)/python -m pip install --no-deps 'quantus>=0.6'
 	touch $(STAMP)
 
 demo: $(STAMP)
