@@ -106,6 +106,11 @@ class Explainer:
     ) -> Explanation:
         """Compute every requested map for a batch in one forward pass.
 
+        The attention methods keep the model's fused attention kernel: the probabilities and
+        their gradients are recomputed from each block's ``qkv`` output and the gradient at its
+        ``proj`` input (``meta["attention_path"]`` says so; attention modules of unknown form
+        fall back to the explicit path).
+
         Args:
             x: Normalised input batch (B, C, H, W), floating point.
             target: Class per image; None = each image's top-1 class of the fused head (or of the
