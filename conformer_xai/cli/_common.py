@@ -357,6 +357,12 @@ def format_option(func: Callable[..., Any]) -> Callable[..., Any]:
                         show_default=True, help="Figure file format.")(func)
 
 
+def blocks_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--blocks", type=BlockList(), default=None,
+                        help="Blocks, 1-based, comma-separated or ranges: 1,6,12 or 1-12 "
+                             "(default: all).")(func)
+
+
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print one machine-readable JSON summary on stdout.")(func)

@@ -10,12 +10,12 @@ from ._common import (
     HEADS,
     METHODS,
     WEIGHTS,
-    BlockList,
     CliRuntimeError,
     CliUsageError,
     CommaList,
     InputSize,
     api_errors,
+    blocks_option,
     check_model_name,
     check_weights,
     debug_option,
@@ -48,8 +48,7 @@ from ._common import (
               help="DataLoader worker processes decoding images.")
 @click.option("--methods", type=CommaList(METHODS), default=None,
               help="Methods, comma-separated (default: the engine's full set).")
-@click.option("--blocks", type=BlockList(), default=None,
-              help="Blocks, 1-based: 1,6,12 or 1-12 (default: all).")
+@blocks_option
 @click.option("--head", "heads", type=CommaList(HEADS), default=None,
               help="Classifier heads of the gradient methods (default: fused, or the only one).")
 @click.option("--input-size", type=InputSize(), default=None,

@@ -10,9 +10,9 @@ from ._common import (
     HEADS,
     METHODS,
     WEIGHTS,
-    BlockList,
     CommaList,
     api_errors,
+    blocks_option,
     check_model_name,
     check_weights,
     debug_option,
@@ -35,8 +35,7 @@ FAITHFULNESS = ("last", "all", "none")
               help="Number of generated test scenes.")
 @click.option("--methods", type=CommaList(METHODS), default=None,
               help="Methods, comma-separated (default: the engine's defaults that apply).")
-@click.option("--blocks", type=BlockList(), default=None,
-              help="Blocks, 1-based: 1,6,12 or 1-12 (default: all).")
+@blocks_option
 @click.option("--head", "heads", type=CommaList(HEADS), default=None,
               help="Classifier heads of the gradient methods (default: all of the model's).")
 @click.option("--faithfulness", type=click.Choice(FAITHFULNESS), default="last",

@@ -15,11 +15,11 @@ from ._common import (
     HEADS,
     METHODS,
     WEIGHTS,
-    BlockList,
     CliUsageError,
     CommaList,
     FailedInputs,
     InputSize,
+    blocks_option,
     check_model_name,
     check_overwrite,
     check_weights,
@@ -168,8 +168,7 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
 @click.option("--methods", type=CommaList(METHODS), default=None,
               help=f"Methods, comma-separated, from: {', '.join(METHODS)} (default: features, "
                    "attention, gradcam, rollout, grad_rollout where they apply).")
-@click.option("--blocks", type=BlockList(), default=None,
-              help="Blocks, 1-based, comma-separated or ranges: 1,6,12 or 1-12 (default: all).")
+@blocks_option
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
