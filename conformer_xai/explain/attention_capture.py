@@ -41,22 +41,22 @@ def supports_recompute(attn: nn.Module) -> bool:
     return isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity)
 
 
-def _split_qkv(attn: nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _query_key(attn: nn.Module, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     b, n, _ = qkv.shape
-    q, k, v = qkv.float().reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+    q, k, _ = qkv.float().reshape(b, n, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
     q_norm = getattr(attn, "q_norm", None)
     k_norm = getattr(attn, "k_norm", None)
     if q_norm is not None:
         q = q_norm(q)
     if k_norm is not None:
         k = k_norm(k)
-    return q, k, v
+    return q, k
 
 
 @torch.no_grad()
 def attention_from_qkv(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
     """Attention probabilities (B, A, N, N), float32, from the block's ``qkv`` output."""
-    q, k, _ = _split_qkv(attn, qkv)
+    q, k = _query_key(attn, qkv)
     return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)
 
 
@@ -70,7 +70,7 @@ def attention_grad(attn: nn.Module, qkv: torch.Tensor, grad_merged: torch.Tensor
         grad_merged: Gradient with respect to the input of ``attn.proj`` (B, N, C), the heads'
             outputs ``A V`` merged.
     """
-    _, _, v = _split_qkv(attn, qkv)
     b, n, _ = grad_merged.shape
+    v = qkv.float().reshape(b, n, 3, attn.num_heads, -1)[:, :, 2].transpose(1, 2)
     grad_out = grad_merged.float().reshape(b, n, attn.num_heads, -1).transpose(1, 2)
     return grad_out @ v.transpose(-2, -1)
