@@ -102,6 +102,7 @@ def test_no_arguments_shows_usage_and_exits_2():
       "gif"], "'gif' is not one of"),
     (["evaluate"], "Missing option '--model'"),
     (["evaluate", "--model", "conformer_micro_patch16", "--n", "0"], "--n"),
+    (["evaluate", "--model", "conformer_micro_patch16", "--steps", "0"], "--steps"),
     (["evaluate", "--model", "conformer_small_patch16"], "--weights embedded exists only"),
     (["train-synthetic", "--model", "conformer_small_patch16", "--steps", "2", "--out", "x"],
      "'conformer_small_patch16' is not one of"),
