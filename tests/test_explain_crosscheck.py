@@ -7,7 +7,8 @@ import pytest
 import torch
 from captum.attr import LayerGradCam
 from conftest import make_tiny_conformer
-from pytorch_grad_cam import GradCAM
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 from conformer_xai import Explainer
 
@@ -43,9 +44,15 @@ def explanation(conformer, x):
                                          ("fused", "cnn"), ("fused", "transformer")])
 @pytest.mark.parametrize("block", BLOCKS)
 def test_gradcam_matches_pytorch_grad_cam(conformer, x, explanation, head, branch, block):
+    assert_matches_pytorch_grad_cam(conformer, x, explanation, GradCAM, "gradcam", head, branch,
+                                    block)
+
+
+def assert_matches_pytorch_grad_cam(conformer, x, explanation, cam_class, method, head, branch,
+                                    block):
     with Explainer(conformer) as explainer:
-        theirs = explainer.pytorch_grad_cam(GradCAM, x, branch, block, head=head, target=TARGETS)
-    ours = explanation.maps[f"gradcam/{head}/{branch}/{block}"].numpy()
+        theirs = explainer.pytorch_grad_cam(cam_class, x, branch, block, head=head, target=TARGETS)
+    ours = explanation.maps[f"{method}/{head}/{branch}/{block}"].numpy()
     assert theirs.shape == ours.shape
     compared = 0
     for i in range(len(TARGETS)):
@@ -55,6 +62,43 @@ def test_gradcam_matches_pytorch_grad_cam(conformer, x, explanation, head, branc
         assert pearson(ours[i], theirs[i]) >= 0.99
         compared += 1
     assert compared >= 1, "both maps empty: the comparison would prove nothing"
+
+
+@pytest.fixture(scope="module")
+def cam_family(conformer, x):
+    with Explainer(conformer) as explainer:
+        return explainer.explain(x, target=TARGETS, head=("fused", "cnn", "transformer"),
+                                 methods=("gradcam++", "layercam", "hirescam", "eigencam"),
+                                 blocks=[1, 6, 11])
+
+
+@pytest.mark.parametrize("method,cam_class", [("gradcam++", GradCAMPlusPlus),
+                                              ("layercam", LayerCAM), ("hirescam", HiResCAM)])
+@pytest.mark.parametrize("head,branch,block", [("cnn", "cnn", 6), ("fused", "cnn", 1),
+                                               ("transformer", "transformer", 11),
+                                               ("fused", "transformer", 6)])
+def test_cam_family_matches_pytorch_grad_cam(conformer, x, cam_family, method, cam_class, head,
+                                             branch, block):
+    assert_matches_pytorch_grad_cam(conformer, x, cam_family, cam_class, method, head, branch,
+                                    block)
+
+
+@pytest.mark.parametrize("branch,block", [("cnn", 1), ("cnn", 11), ("transformer", 6),
+                                          ("transformer", 11)])
+def test_eigencam_is_pytorch_grad_cams_projection_signed_by_the_mean_activation(
+        conformer, x, cam_family, branch, block):
+    """pytorch-grad-cam's EigenCAM leaves the SVD's sign to chance; ours takes the sign that
+    correlates with the channel-mean activation, then the same ReLU."""
+    with torch.no_grad():
+        act = getattr(conformer.forward_intermediates(x, intermediates_only=True)[block - 1],
+                      branch).numpy()
+    projection = get_2d_projection(act)
+    ours = cam_family.raw[f"eigencam/{branch}/{block}"].numpy()
+    for i in range(x.shape[0]):
+        mean = act[i].mean(axis=0)
+        sign = np.sign(((mean - mean.mean()) * projection[i]).sum())
+        expected = np.maximum(sign * projection[i], 0)
+        np.testing.assert_allclose(ours[i], expected, rtol=1e-3, atol=1e-4 * expected.max())
 
 
 @pytest.mark.parametrize("head,branch", [("cnn", "cnn"), ("transformer", "transformer"),
@@ -116,11 +160,17 @@ def _reference_attentions(model, x):
     return attentions
 
 
-def _reference_rollout(attentions, image):
+def _reference_rollout(attentions, image, head_fusion="mean", discard_ratio=0.0, start_block=1):
+    """Abnar and Zuidema's rollout with the options of jacobgil/vit-explain (rows renormalised)."""
     n = attentions[0].shape[-1]
     result = np.eye(n)
-    for attn in attentions:
-        a = attn[image].mean(axis=0)
+    for attn in attentions[start_block - 1:]:
+        a = {"mean": np.mean, "max": np.max, "min": np.min}[head_fusion](attn[image], axis=0)
+        if discard_ratio:
+            flat = a.ravel().copy()
+            lowest = np.argsort(flat)[:int(flat.size * discard_ratio)]
+            flat[lowest[lowest != 0]] = 0  # the class token's attention to itself stays
+            a = flat.reshape(n, n)
         a = 0.5 * a + 0.5 * np.eye(n)
         a = a / a.sum(axis=-1, keepdims=True)
         result = a @ result
@@ -170,15 +220,22 @@ def test_grad_rollout_matches_reference(conformer, x, explanation):
             assert pearson(ours, ref) >= 0.995
 
 
-def test_rollout_options_discard_and_fusion(conformer, x):
+@pytest.mark.parametrize("options", [{"head_fusion": "max", "discard_ratio": 0.5},
+                                     {"head_fusion": "min"}, {"discard_ratio": 0.9},
+                                     {"start_block": 7}])
+def test_rollout_options_match_reference(conformer, x, explanation, options):
+    attentions = _reference_attentions(conformer, x)
     with Explainer(conformer) as explainer:
-        plain = explainer.explain(x, methods=("rollout",))
-        maxed = explainer.explain(x, methods=("rollout",),
-                                  rollout_options={"head_fusion": "max", "discard_ratio": 0.5})
-        late = explainer.explain(x, methods=("rollout",), rollout_options={"start_block": 7})
-    a, b, c = (e.raw["rollout/transformer"] for e in (plain, maxed, late))
-    assert not torch.allclose(a, b)
-    assert not torch.allclose(a, c)
+        ours = explainer.explain(x, methods=("rollout",), rollout_options=options)
+    for i in range(x.shape[0]):
+        ref = _reference_rollout(attentions, i, **options)
+        mine = ours.raw["rollout/transformer"][i].numpy().ravel()
+        np.testing.assert_allclose(mine, ref, rtol=1e-3, atol=1e-6)
+        plain = explanation.raw["rollout/transformer"][i].numpy().ravel()
+        assert not np.allclose(mine, plain, rtol=1e-3, atol=1e-6)
+
+
+def test_rollout_options_are_checked(conformer, x):
     with pytest.raises(ValueError, match="head_fusion"):
         Explainer(conformer).explain(x, methods=("rollout",),
                                      rollout_options={"head_fusion": "median"})

@@ -122,6 +122,28 @@ def test_non_square_and_odd_sizes(size):
     assert exp.raw["features/cnn/1"].shape == (1, -(-size[0] // 4), -(-size[1] // 4))
 
 
+def test_non_square_token_grid_is_row_major_rows_by_columns():
+    """Token t (after the class token) of a 64x96 input is grid cell (t // 6, t % 6) of 4x6."""
+    model = make_tiny_conformer()
+    x = torch.randn(1, 3, 64, 96)
+    tokens = {}
+    handles = [model.trans_block_module(k).register_forward_hook(
+        lambda m, a, o, k=k: tokens.__setitem__(k, o.detach())) for k in (1, 7)]
+    try:
+        exp = Explainer(model).explain(x, methods=("features", "attention", "gradcam", "rollout"),
+                                       blocks=[1, 7])
+    finally:
+        for h in handles:
+            h.remove()
+    assert model.token_grid(64, 96) == (4, 6)
+    for k in (1, 7):
+        expected = tokens[k][:, 1:].mean(dim=-1).reshape(1, 4, 6)
+        torch.testing.assert_close(exp.raw[f"features/transformer/{k}"], expected)
+        assert exp.raw[f"attention/transformer/{k}"].shape == (1, 4, 6)
+        assert exp.raw[f"gradcam/fused/transformer/{k}"].shape == (1, 4, 6)
+    assert exp.raw["rollout/transformer"].shape == (1, 4, 6)
+
+
 def test_one_channel_model():
     model = make_tiny_conformer(num_classes=3, in_chans=1)
     exp = Explainer(model).explain(torch.randn(2, 1, 64, 128), head=("cnn", "transformer"))

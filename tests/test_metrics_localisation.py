@@ -57,6 +57,19 @@ def test_energy_normalises_by_default():
         energy_pointing_game(sal - 20, mask, normalise=False)
 
 
+def test_tolerance_on_a_non_square_map():
+    mask = torch.zeros(10, 30, dtype=torch.bool)
+    mask[2, 20] = True
+    sal = torch.zeros(10, 30)
+    sal[2, 24] = 1.0                         # 4 columns right of the mask pixel
+    assert pointing_game(sal, mask, tolerance=3.9).item() == 0.0
+    assert pointing_game(sal, mask, tolerance=4).item() == 1.0
+    sal = torch.zeros(10, 30)
+    sal[7, 20] = 1.0                         # 5 rows below it
+    assert pointing_game(sal, mask, tolerance=4.9).item() == 0.0
+    assert pointing_game(sal, mask, tolerance=5).item() == 1.0
+
+
 def test_tolerance_is_euclidean_pixels():
     mask = torch.zeros(20, 20, dtype=torch.bool)
     mask[10, 10] = True
