@@ -65,8 +65,9 @@ class Explanation:
 
     Attributes:
         maps: ``key -> (B, H, W)`` float tensors at input resolution, min-max normalised per image.
-        raw: The same keys at grid resolution, after the method's ReLU, before upsampling
-            (``attention_heads/<branch>/<k>`` keys have an extra attention-head axis).
+        raw: The same keys at grid resolution, before upsampling and normalisation (gradient
+            methods after their ReLU; features keep their sign; ``attention_heads/<branch>/<k>``
+            keys have an extra attention-head axis).
         logits: ``head -> (B, num_classes)`` logits of every classifier head of the model.
         target: ``(B,)`` class explained for each image.
         heads: The classifier heads the gradient methods were computed for.
