@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -67,6 +68,9 @@ def resolve_data_config(model: Any = None, data_config: dict | None = None,
     """
     cfg = dict(DEFAULT_DATA_CONFIG)
     chans = None
+    if isinstance(model, (str, os.PathLike)):
+        raise ValueError(f"model must be a model object, got the name {str(model)!r}; load it "
+                         "first with conformer_xai.load_model(name)")
     if model is not None:
         import timm.data
 
@@ -87,15 +91,40 @@ def resolve_data_config(model: Any = None, data_config: dict | None = None,
         raise ValueError(f"data config input_size must be (C, H, W), got {cfg['input_size']!r}")
     chans = chans or size[0]
     if input_size is not None:
-        hw = (int(input_size),) * 2 if isinstance(input_size, int) else tuple(input_size)
-        if len(hw) != 2 or min(hw) <= 0:
+        scalar = isinstance(input_size, (int, np.integer, float, str))
+        hw = (input_size,) * 2 if scalar else tuple(input_size)
+        if len(hw) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                   and v > 0 for v in hw):
             raise ValueError(f"input_size must be H or (H, W) with positive integers, "
                              f"got {input_size!r}")
         size = (size[0], int(hw[0]), int(hw[1]))
     cfg["input_size"] = (chans, size[1], size[2])
     for key in ("mean", "std"):
         cfg[key] = _channel_stats(tuple(float(v) for v in cfg[key]), chans, key)
+    _check_data_config(cfg)
     return cfg
+
+
+#: Resize interpolations and crop modes of timm's eval transform.
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "hamming", "lanczos")
+CROP_MODES = ("center", "squash", "border")
+
+
+def _check_data_config(cfg: dict[str, Any]) -> None:
+    if cfg["interpolation"] not in INTERPOLATIONS:
+        raise ValueError(f"unknown interpolation {cfg['interpolation']!r}; accepted: "
+                         f"{', '.join(INTERPOLATIONS)}")
+    if cfg["crop_mode"] not in CROP_MODES:
+        raise ValueError(f"unknown crop_mode {cfg['crop_mode']!r}; accepted: "
+                         f"{', '.join(CROP_MODES)}")
+    crop_pct = cfg["crop_pct"]
+    if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) \
+            or not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct!r}")
+    if not all(math.isfinite(v) for v in cfg["mean"]):
+        raise ValueError(f"data config mean must be finite, got {cfg['mean']}")
+    if not all(math.isfinite(v) and v > 0 for v in cfg["std"]):
+        raise ValueError(f"data config std must be positive and finite, got {cfg['std']}")
 
 
 def _channel_stats(values: tuple[float, ...], chans: int, name: str) -> tuple[float, ...]:

@@ -80,6 +80,18 @@ def test_data_config_and_input_size_overrides(tmp_path: Path) -> None:
         data.load_image(path, data_config={"size": 3})
     with pytest.raises(ValueError, match="input_size"):
         data.load_image(path, input_size=(0, 4))
+    for size in (True, 1.5, "96", (32, 4.5)):
+        with pytest.raises(ValueError, match="input_size must be H or"):
+            data.load_image(path, input_size=size)
+    for bad, match in [({"interpolation": "nope"}, "unknown interpolation 'nope'; accepted: near"),
+                       ({"crop_mode": "weird"}, "unknown crop_mode 'weird'; accepted: center"),
+                       ({"crop_pct": 0}, r"crop_pct must be in \(0, 1\]"),
+                       ({"std": (0, 0, 0)}, "std must be positive"),
+                       ({"mean": (float("nan"),) * 3}, "mean must be finite")]:
+        with pytest.raises(ValueError, match=match):
+            data.load_image(path, data_config=bad)
+    with pytest.raises(ValueError, match="load it first with conformer_xai.load_model"):
+        data.load_image(path, "conformer_micro_patch16")
 
 
 def test_no_crop_one_channel_non_square_spectrogram_input(tmp_path: Path) -> None:

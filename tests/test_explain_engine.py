@@ -183,6 +183,28 @@ def test_save_and_load_roundtrip(tiny_conformer, images, tmp_path):
     assert back.heads == exp.heads and tuple(back.input_size) == (64, 64)
     assert set(exp.to_numpy()) >= {"target", "logits/cnn", "raw/rollout/transformer"}
 
+    # the sidecar alone blocks a save, and the message names it
+    path.unlink()
+    with pytest.raises(FileExistsError, match=r"exp\.json exists"):
+        exp.save(path)
+    (tmp_path / "junk.npz").write_bytes(b"not an npz")
+    (tmp_path / "junk.json").write_text("{}")
+    with pytest.raises(ValueError, match="not an explanation written by Explanation.save"):
+        Explanation.load(tmp_path / "junk.npz")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        Explanation.load(tmp_path / "absent.npz")
+
+
+def test_select_one_image(tiny_conformer, images):
+    exp = Explainer(tiny_conformer).explain(images, target=[1, 3], methods=("gradcam",),
+                                            blocks=[12])
+    last = exp.select(-1)
+    assert len(last) == 1 and last.target.tolist() == [3]
+    torch.testing.assert_close(last.maps["gradcam/fused/cnn/12"], exp.maps["gradcam/fused/cnn/12"][1:])
+    for bad in (2, -3, 0.0, True):
+        with pytest.raises(ValueError, match=r"out of range for a batch of 2; accepted: 0\.\.1"):
+            exp.select(bad)
+
 
 # ---------------------------------------------------------------------- other families
 def test_resnet101_has_33_cnn_blocks_and_one_head():
@@ -240,11 +262,31 @@ def test_deit_attention_and_gradcam():
     ({"blocks": [0, 3]}, None, r"block 0 out of range.*accepted: 1\.\.12"),
     ({"blocks": [13]}, None, r"accepted: 1\.\.12"),
     ({"reduce": "median"}, None, "reduce must be one of"),
+    ({}, torch.randn(2, 3, 64, 64, dtype=torch.float64), "float64 but the model's parameters"),
+    ({}, torch.randn(0, 3, 64, 64), "empty batch"),
+    ({"target": 1.5}, None, "integers"),
+    ({"target": True}, None, "integers"),
+    ({"target": [[1], [2]]}, None, "one dimension"),
+    ({"blocks": []}, None, "blocks is empty"),
+    ({"blocks": "12"}, None, "not the string"),
+    ({"rollout_options": {"fusion": "max"}}, None, "unknown rollout option 'fusion'; accepted"),
+    ({"autocast_dtype": "int8"}, None, "unknown dtype 'int8'; accepted"),
+    ({"meta": 5}, None, "meta must be a mapping"),
+    ({"image": "photo.png"}, None, "image must be a numeric array"),
 ])
 def test_bad_input_names_the_problem(tiny_conformer, images, kwargs, x, match):
     with pytest.raises(ValueError, match=match):
         Explainer(tiny_conformer).explain(images if x is None else x, **kwargs)
     assert hook_count(tiny_conformer) == 0
+
+
+def test_nan_weights_are_reported_not_explained(images):
+    model = make_tiny_conformer()
+    with torch.no_grad():
+        model.trans_cls_head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="logits are NaN or infinite: check its weights"):
+        Explainer(model).explain(images)
+    assert hook_count(model) == 0
 
 
 def test_unknown_model_family():

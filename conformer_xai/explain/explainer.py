@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..batch.accel import resolve_dtype
 from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
 from .methods.features import check_reduce, reduce_channels
@@ -145,9 +147,12 @@ class Explainer:
         heads = self._resolve_heads(head)
         methods = self._resolve_methods(methods)
         block_map = self._resolve_blocks(blocks, methods)
-        if not isinstance(rollout_options, RolloutOptions):
-            rollout_options = RolloutOptions(**dict(rollout_options or {}))
+        rollout_options = _rollout_options(rollout_options)
         check_reduce(reduce)
+        autocast_dtype = resolve_dtype(autocast_dtype)
+        if meta is not None and not isinstance(meta, Mapping):
+            raise ValueError(f"meta must be a mapping (dict), got {type(meta).__name__}")
+        img = None if image is None else _display_image(image)
 
         specs = [METHODS[m] for m in methods]
         need_grads = any(s.needs_gradients for s in specs)
@@ -258,7 +263,9 @@ class Explainer:
                 "attention_path": None if not need_attention
                 else ("fused, recomputed from qkv" if recompute else "explicit")}
         info.update(meta or {})
-        img = None if image is None else torch.as_tensor(np.asarray(image))
+        if not all(bool(torch.isfinite(v).all()) for v in logits.values()):
+            raise ValueError("the model's logits are NaN or infinite: check its weights "
+                             "(a checkpoint holding NaN, say)")
         return Explanation(
             maps=maps, raw=raw, logits=logits, target=target_t.cpu(), heads=tuple(heads),
             input_size=(int(height), int(width)), model_name=self._model_name(),
@@ -400,6 +407,12 @@ class Explainer:
         if not x.is_floating_point():
             raise ValueError(f"x must be a floating-point normalised batch, got dtype {x.dtype}; "
                              "use conformer_xai.load_image or the model's data config")
+        if x.shape[0] == 0:
+            raise ValueError("x is an empty batch (B = 0)")
+        param = next(self.model.parameters(), None)
+        if param is not None and x.dtype != param.dtype:
+            raise ValueError(f"x is {x.dtype} but the model's parameters are {param.dtype}; "
+                             f"pass x.to({param.dtype}) (for mixed precision use autocast_dtype)")
         expected = _in_chans(self.model)
         if expected is not None and x.shape[1] != expected:
             raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}")
@@ -452,8 +465,12 @@ class Explainer:
                     raise ValueError(f"unknown branch {sorted(unknown)[0]!r} in blocks; accepted: "
                                      f"{', '.join(self.branches)}")
                 ks = list(blocks.get(branch, []))
+            elif isinstance(blocks, (str, bytes)):
+                raise ValueError(f"blocks must be ints (1-based), not the string {blocks!r}")
             else:
-                ks = [blocks] if isinstance(blocks, int) else list(blocks)
+                ks = [blocks] if isinstance(blocks, (int, np.integer)) else list(blocks)
+                if not ks:
+                    raise ValueError("blocks is empty; name at least one block, or None for all")
             for k in ks:
                 if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
                     raise ValueError(f"block {k!r} out of range for the {branch} branch; "
@@ -468,19 +485,48 @@ class Explainer:
         device = first.device
         if target is None:
             return first.detach().argmax(dim=-1)
-        if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
+        expected = f"target must be None, a class index or {batch} class indices"
+        if isinstance(target, (int, np.integer)) and not isinstance(target, (bool, np.bool_)):
             t = torch.full((batch,), int(target), dtype=torch.long, device=device)
         else:
             try:
-                t = torch.as_tensor(target, dtype=torch.long, device=device).flatten()
+                values = torch.as_tensor(target)
             except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(f"target must be None, an int or {batch} ints, got {target!r}"
-                                 ) from err
+                raise ValueError(f"{expected}, got {target!r}") from err
+            if values.dtype == torch.bool or values.is_floating_point() or values.is_complex():
+                raise ValueError(f"{expected} (integers), got {target!r}")
+            if values.ndim > 1:
+                raise ValueError(f"{expected} (one dimension), got shape {tuple(values.shape)}")
+            t = values.to(device=device, dtype=torch.long).flatten()
             if t.numel() != batch:
                 raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
         if (t < 0).any() or (t >= num_classes).any():
             raise ValueError(f"target {t.tolist()} out of range; accepted: 0..{num_classes - 1}")
         return t
+
+
+def _rollout_options(options: RolloutOptions | Mapping[str, Any] | None) -> RolloutOptions:
+    if isinstance(options, RolloutOptions):
+        return options
+    if options is not None and not isinstance(options, Mapping):
+        raise ValueError(f"rollout_options must be a RolloutOptions or a dict, "
+                         f"got {type(options).__name__}")
+    accepted = [f.name for f in dataclasses.fields(RolloutOptions)]
+    unknown = sorted(set(options or {}) - set(accepted))
+    if unknown:
+        raise ValueError(f"unknown rollout option {unknown[0]!r}; accepted: {', '.join(accepted)}")
+    return RolloutOptions(**dict(options or {}))
+
+
+def _display_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
+    try:
+        array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"image must be an array (B, H, W, C) in [0, 1], got {image!r}") from err
+    if array.dtype.kind not in "uif" or array.ndim not in (3, 4):
+        raise ValueError(f"image must be a numeric array (H, W, C) or (B, H, W, C), "
+                         f"got {array.dtype} with shape {array.shape}")
+    return torch.as_tensor(array)
 
 
 def _in_chans(model: nn.Module) -> int | None:

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 
 __all__ = ["Explanation", "parse_key", "normalise_per_image", "upsample"]
 
+#: The ``format`` field of the JSON sidecar :meth:`Explanation.save` writes.
+SAVE_FORMAT = "conformer-xai explanation v1"
 GRADIENT_KEY_PARTS = 4  # <method>/<head>/<branch>/<k>
 #: Methods whose keys carry no classifier head: <method>/<branch>/<k>.
 HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam")
@@ -168,7 +170,16 @@ class Explanation:
         return str(index)
 
     def select(self, i: int) -> Explanation:
-        """The explanation of image ``i`` alone (a batch of one)."""
+        """The explanation of image ``i`` alone (a batch of one); negative ``i`` counts back.
+
+        Raises:
+            ValueError: ``i`` is not an image of the batch.
+        """
+        n = len(self)
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise ValueError(f"image {i!r} out of range for a batch of {n}; accepted: "
+                             f"0..{n - 1} (or -{n}..-1)")
+        i = int(i) % n
         sl = slice(i, i + 1)
         return Explanation(
             maps={k: v[sl] for k, v in self.maps.items()},
@@ -200,11 +211,12 @@ class Explanation:
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
         sidecar = path.with_suffix(".json")
-        if not overwrite and (path.exists() or sidecar.exists()):
-            raise FileExistsError(f"{path} exists; pass overwrite=True to replace it")
+        existing = [p for p in (path, sidecar) if p.exists()]
+        if not overwrite and existing:
+            raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
         np.savez_compressed(path, **self.to_numpy())
         sidecar.write_text(json.dumps({
-            "format": "conformer-xai explanation v1",
+            "format": SAVE_FORMAT,
             "heads": list(self.heads), "input_size": list(self.input_size),
             "model_name": self.model_name, "class_names": self.class_names,
             "map_keys": list(self.maps), "raw_keys": list(self.raw),
@@ -218,18 +230,26 @@ class Explanation:
         path = Path(path)
         if path.suffix != ".npz":
             path = path.with_suffix(".npz")
-        if not path.exists():
-            raise FileNotFoundError(f"no explanation at {path}")
-        meta = json.loads(path.with_suffix(".json").read_text())
-        with np.load(path) as data:
-            arrays = {k: torch.from_numpy(data[k]) for k in data.files}
-        return cls(
-            maps={k: arrays[k] for k in meta["map_keys"]},
-            raw={k: arrays[f"raw/{k}"] for k in meta["raw_keys"]},
-            logits={h: arrays[f"logits/{h}"] for h in meta["logit_heads"]},
-            target=arrays["target"], heads=tuple(meta["heads"]),
-            input_size=tuple(meta["input_size"]), model_name=meta["model_name"],
-            class_names=meta["class_names"], image=arrays.get("image"), meta=meta["meta"])
+        sidecar = path.with_suffix(".json")
+        for p in (path, sidecar):
+            if not p.is_file():
+                raise FileNotFoundError(f"no explanation at {path}: {p} is missing")
+        try:
+            meta = json.loads(sidecar.read_text())
+            if meta.get("format") != SAVE_FORMAT:
+                raise ValueError(f"{sidecar} is not the sidecar Explanation.save writes")
+            with np.load(path) as data:
+                arrays = {k: torch.from_numpy(data[k]) for k in data.files}
+            return cls(
+                maps={k: arrays[k] for k in meta["map_keys"]},
+                raw={k: arrays[f"raw/{k}"] for k in meta["raw_keys"]},
+                logits={h: arrays[f"logits/{h}"] for h in meta["logit_heads"]},
+                target=arrays["target"], heads=tuple(meta["heads"]),
+                input_size=tuple(meta["input_size"]), model_name=meta["model_name"],
+                class_names=meta["class_names"], image=arrays.get("image"), meta=meta["meta"])
+        except (OSError, ValueError, KeyError, AttributeError) as err:
+            raise ValueError(f"{path}: not an explanation written by Explanation.save "
+                             f"({type(err).__name__}: {err})") from None
 
 
 def _jsonable(obj: Any) -> Any:
