@@ -113,3 +113,92 @@ def test_failed_download_is_a_runtime_error(tmp_path: Path):
     assert line.startswith("conformer-xai: error: cannot download the ImageNet weights of "
                            "conformer_tiny_patch16 from http://127.0.0.1:9/"), line
     assert "--checkpoint" in line
+
+
+def one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("conformer-xai: error: "), line
+    return line
+
+
+def test_a_text_file_as_checkpoint_is_one_clear_line(tmp_path: Path):
+    text = tmp_path / "ck" / "text.pth"
+    text.parent.mkdir()
+    text.write_text("hello")
+    result = run(CAT, "--model", "conformer_micro_patch16", "--checkpoint", text, *FAST,
+                 "--out", tmp_path / "out")
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result)
+    assert line == (f"conformer-xai: error: cannot read {text} as a PyTorch checkpoint (.pth/.pt) "
+                    f"or safetensors file: it is a text file (starts with 'hello')"), line
+
+
+def test_code_in_a_checkpoint_is_refused_in_one_short_line(tmp_path: Path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pth"
+    code = ("import os, sys, torch\n"
+            "class Payload:\n"
+            "    def __reduce__(self):\n"
+            "        return (os.system, ('touch ' + sys.argv[2],))\n"
+            "torch.save({'model': {'w': torch.zeros(1)}, 'x': Payload()}, sys.argv[1])\n")
+    subprocess.run([sys.executable, "-c", code, str(evil), str(marker)], check=True)
+    result = run(CAT, "--model", "conformer_micro_patch16", "--checkpoint", evil, *FAST,
+                 "--out", tmp_path / "out")
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result)
+    assert not marker.exists()
+    assert len(line) < 300, line
+    assert f"refused to load {evil}: it holds Python objects other than tensors" in line
+    assert "weights_only" in line and "safetensors" in line
+    assert "weights_only=False" not in line and "arbitrary code" not in line
+
+
+def test_safetensors_named_pth_and_headless_checkpoint_with_new_head(tmp_path: Path):
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    import conformer_xai  # noqa: F401
+
+    torch.manual_seed(0)
+    sd = timm.create_model("conformer_micro_patch16").state_dict()
+    named_pth = tmp_path / "weights.pth"
+    save_file(sd, str(named_pth))
+    result = run(CAT, "--model", "conformer_micro_patch16", "--checkpoint", named_pth, *FAST,
+                 "--json", "--out", tmp_path / "out1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"][0]["weights"] == f"checkpoint:{named_pth}"
+
+    headless = tmp_path / "backbone.pth"
+    torch.save({k: v for k, v in sd.items() if "cls_head" not in k}, headless)
+    result = run(CAT, "--model", "conformer_micro_patch16", "--checkpoint", headless,
+                 "--num-classes", "3", "--new-head", *FAST, "--out", tmp_path / "out2")
+    assert result.returncode == 0, result.stderr
+    assert ("the checkpoint has no head weights (conv_cls_head.bias, conv_cls_head.weight, "
+            "trans_cls_head.bias, trans_cls_head.weight)") in result.stderr
+    result = run(CAT, "--model", "conformer_micro_patch16", "--checkpoint", headless, *FAST,
+                 "--out", tmp_path / "out3")
+    assert result.returncode == 1
+    assert "has no head weights" in one_error_line(result) and "--new-head" in result.stderr
+
+
+def test_timm_weights_with_the_hub_unreachable_are_one_line(tmp_path: Path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HOME": str(tmp_path / "hf"), "TORCH_HOME": str(tmp_path / "torch")}
+    env.pop("HF_HUB_OFFLINE", None)
+    result = subprocess.run(
+        [str(SCRIPT), "explain", str(REPO / "examples" / "scenes" / "scene_000.png"), "--model",
+         "resnet101", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 1, result.stderr
+    line = one_error_line(result)
+    assert line.startswith(f"conformer-xai: error: cannot load timm's pretrained weights for "
+                           f"resnet101: 127.0.0.1:{port} cannot be reached ("), line
+    assert "--checkpoint PATH" in line and "Retrying" not in line
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -3,36 +3,41 @@
 Sources, all through :func:`load_model`:
 
 * a local checkpoint (``.pth``/``.pt``/``.bin`` read with ``torch.load(..., weights_only=True)``,
-  or ``.safetensors``): flat, or wrapped under ``"model"``, ``"state_dict"`` or ``"model_ema"``;
+  or safetensors, recognised by content whatever the suffix): flat, or wrapped under ``"model"``, ``"state_dict"`` or ``"model_ema"``;
   a DistributedDataParallel ``module.`` prefix is stripped and OpenMMLab's key names are renamed;
 * ``weights="imagenet"``: the published Conformer weights, downloaded from OpenMMLab's mirror
   (base URL overridable with the environment variable ``CONFORMER_XAI_BASE_URL``), checked
   against the sha256 prefix in the file name and written atomically into torch.hub's cache
   (``$TORCH_HOME/hub/checkpoints``). The hash is verified when the file is downloaded; a file
   already in the cache is trusted as it was verified when it was written. For timm's own models
-  (``resnet101``, ``deit_small_patch16_224``, ...) timm's pretrained download is used;
+  (``resnet101``, ``deit_small_patch16_224``, ...) timm's pretrained download is used, after one
+  quick request without retries that fails at once when the Hugging Face Hub cannot be reached;
 * ``weights="embedded"``: the small models trained on synthetic scenes, shipped as package data;
 * ``weights="random"``: explicit random initialisation.
 
 A checkpoint's class count and input channels are read from its tensors, so a fine-tuned
 3-class, 1-channel checkpoint loads with just ``checkpoint=path``. A 3-channel stem loads into a
 model with other ``in_chans`` through timm's :func:`timm.models.adapt_input_conv`; heads of
-another size are skipped only with ``new_head=True``.
+another size, or none in the checkpoint, start new only with ``new_head=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import inspect
 import logging
+import numbers
 import os
 import pickle
 import re
+import sys
 import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import NamedTuple
@@ -134,52 +139,126 @@ class WeightsWarning(UserWarning):
 
 
 # --------------------------------------------------------------------------- reading files
+_READ_ERROR = "cannot read {} as a PyTorch checkpoint (.pth/.pt) or safetensors file: {}"
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = 0x80
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely and return its flat state dict (keys not yet converted).
 
-    ``.safetensors`` files are read with safetensors; anything else with
-    ``torch.load(..., map_location="cpu", weights_only=True)``. A dict wrapped under ``"model"``,
+    safetensors files (recognised by their content, whatever the suffix) are read with
+    safetensors; anything else with ``torch.load(..., map_location="cpu", weights_only=True)``,
+    which never runs code stored in the file. A dict wrapped under ``"model"``,
     ``"state_dict"`` or ``"model_ema"`` is unwrapped.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        WeightsError: The file is corrupt, holds Python objects other than tensors, or no tensors.
+        ValueError: ``path`` is a directory or not a regular file.
+        WeightsError: The file is empty, corrupt, not a checkpoint, holds Python objects other
+            than tensors, or holds no tensors.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            raw = load_file(str(p), device="cpu")
-        except Exception as e:  # safetensors raises its own SafetensorError or OSError
-            raise WeightsError(f"cannot read {p} as safetensors: {_one_line(e)}") from e
-    else:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter
-                raw = torch.load(p, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            detail = _weights_only_detail(e)
-            raise WeightsError(
-                f"refused to load {p}: weights_only loading accepts tensors and plain containers "
-                f"only, and this file is corrupt or holds other Python objects ({detail}); if you "
-                f"trust it, re-save just its state dict with torch.save(state_dict, path)") from e
-        except (RuntimeError, EOFError, OSError, ValueError) as e:
-            raise WeightsError(
-                f"cannot read {p} as a PyTorch checkpoint (corrupt or truncated?): "
-                f"{_one_line(e)}") from e
+    _check_file(p)
+    try:
+        with p.open("rb") as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise WeightsError(_READ_ERROR.format(p, e.strerror or _one_line(e))) from e
+    if not head:
+        raise WeightsError(_READ_ERROR.format(p, "the file is empty"))
+    raw = _read_safetensors(p) if _is_safetensors(head, p) else _read_torch(p, head)
     state_dict = _unwrap(raw)
     if not state_dict:
         raise WeightsError(f"{p} holds no tensors; expected a state dict")
     return state_dict
 
 
-def _weights_only_detail(e: Exception) -> str:
-    text = str(e)
-    m = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-    return m.group(1).strip() if m else _one_line(e)
+def _check_file(p: Path) -> None:
+    """Raise FileNotFoundError or ValueError unless ``p`` is an existing regular file."""
+    if p.is_file():
+        return
+    if p.is_dir():
+        raise ValueError(f"checkpoint {p} is a directory; expected a checkpoint file "
+                         f"(.pth, .pt, .bin or .safetensors)")
+    if p.exists():
+        raise ValueError(f"checkpoint {p} is not a regular file; expected a checkpoint file "
+                         f"(.pth, .pt, .bin or .safetensors)")
+    raise FileNotFoundError(f"checkpoint not found: {p}")
+
+
+def _is_safetensors(head: bytes, p: Path) -> bool:
+    """Whether a file is safetensors: by content, or by suffix unless it looks like torch's."""
+    if len(head) >= 9:
+        header_len = int.from_bytes(head[:8], "little")
+        if 2 <= header_len <= p.stat().st_size - 8 and head[8:9] == b"{":
+            return True
+    looks_torch = head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTO
+    return p.suffix.lower() == ".safetensors" and not looks_torch
+
+
+def _read_safetensors(p: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(p), device="cpu")
+    except Exception as e:  # safetensors raises its own SafetensorError, OSError, ...
+        raise WeightsError(f"cannot read {p} as a safetensors file: {_one_line(e, 150)}") from e
+
+
+def _read_torch(p: Path, head: bytes) -> object:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter
+            with p.open("rb") as f:  # a file object: torch 2.x reads *.safetensors paths itself
+                return torch.load(f, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = _UNSAFE_GLOBAL.search(str(e))
+        if found and not _is_broken_name(found.group(1)):
+            raise WeightsError(
+                f"refused to load {p}: it holds Python objects other than tensors "
+                f"({found.group(1)}), which weights_only loading does not run; save just the "
+                f"state dict (torch.save(model.state_dict(), path)) or a safetensors file") from e
+        raise WeightsError(_READ_ERROR.format(p, _not_a_checkpoint(head, e))) from e
+    except Exception as e:  # torch's loaders raise KeyError, RuntimeError, EOFError, ...
+        raise WeightsError(_READ_ERROR.format(p, _not_a_checkpoint(head, e))) from e
+
+
+def _is_broken_name(name: str) -> bool:
+    """Whether ``module.attr`` names a loaded module that lacks ``attr`` (a truncated file).
+
+    Only ``sys.modules`` is looked at: nothing named by the file is imported.
+    """
+    module, _, attr = name.rpartition(".")
+    loaded = sys.modules.get(module)
+    return loaded is not None and not hasattr(loaded, attr)
+
+
+def _not_a_checkpoint(head: bytes, e: BaseException) -> str:
+    """A few words on why torch could not parse a file whose first bytes are ``head``."""
+    if head.startswith(_ZIP_MAGIC) or head[0] == _PICKLE_PROTO:
+        detail = _one_line(_weights_only_detail(e), 150)
+        return f"corrupt or truncated ({detail})" if detail else "corrupt or truncated"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if text and all(c.isprintable() or c.isspace() for c in text):
+        return f"it is a text file (starts with {text[:20].strip()!r})"
+    return f"unknown format (starts with {head[:8]!r})"
+
+
+def _weights_only_detail(e: BaseException) -> str:
+    """The gist of torch's error, without its advice (never re-run with weights_only=False)."""
+    text = " ".join(str(e).split())
+    m = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\s*Check the documentation|$)", text)
+    if m:
+        text = m.group(1)
+    elif "weights_only" in text:  # torch's long advice without a WeightsUnpickler part
+        return ""
+    text = re.sub(r"^PytorchStreamReader ", "", text).split(". ")[0].strip()
+    return text or type(e).__name__
 
 
 def _one_line(e: BaseException | str, limit: int = 300) -> str:
@@ -283,8 +362,9 @@ def _fit_and_load(model: nn.Module, name: str, state_dict: dict[str, torch.Tenso
                   new_head: bool) -> list[str]:
     """Adapt the stem and heads of ``state_dict`` to ``model`` and load it strictly.
 
-    Returns the keys skipped for new heads (empty when none). Raises WeightsError when the state
-    dict does not fit the architecture or the heads differ and ``new_head`` is False.
+    Returns the head keys that start from random initialisation (empty when none). Raises
+    WeightsError when the state dict does not fit the architecture, or its heads differ from the
+    model's or are absent and ``new_head`` is False.
     """
     from timm.models import adapt_input_conv
 
@@ -310,26 +390,32 @@ def _fit_and_load(model: nn.Module, name: str, state_dict: dict[str, torch.Tenso
         raise WeightsError(_mismatch_message(origin, name, sd, target, missing, unexpected,
                                              mismatched))
     head_keys = sorted(k for k in sd if is_head(k))
-    skipped: list[str] = []
-    if any(k not in target or sd[k].shape != target[k].shape for k in head_keys):
-        ck = infer_checkpoint_config(sd, name)["num_classes"]
-        want = getattr(model, "num_classes", None)
-        if not new_head:
+    differ = [k for k in head_keys if k not in target or sd[k].shape != target[k].shape]
+    absent = sorted(k for k in target if is_head(k) and k not in sd)
+    if (differ or absent) and not new_head:
+        if differ:
+            ck = infer_checkpoint_config(sd, name)["num_classes"]
+            want = getattr(model, "num_classes", None)
             raise WeightsError(
                 f"{origin} has heads for {ck} classes but the model was asked for {want}: pass "
                 f"new_head=True (CLI: --new-head) to start new heads, or num_classes={ck}")
-        skipped = head_keys
-        for k in skipped:
-            del sd[k]
+        raise WeightsError(
+            f"{origin} has no head weights for {name} ({', '.join(absent)} missing): pass "
+            f"new_head=True (CLI: --new-head) to start new heads")
+    skipped = head_keys if differ or absent else []
+    for k in skipped:
+        del sd[k]
     try:
-        model.load_state_dict(sd, strict=not skipped)
-    except RuntimeError as e:  # e.g. the checkpoint lacks head weights the model has
+        model.load_state_dict(sd, strict=not (differ or absent))  # other keys checked above
+    except RuntimeError as e:
         raise WeightsError(f"{origin} does not fit {name}: {_one_line(e)}") from e
-    if skipped:
-        warnings.warn(f"{origin}: skipped the checkpoint's head weights ({', '.join(skipped)}); "
-                      f"the heads of {name} start from random initialisation", WeightsWarning,
-                      stacklevel=3)
-    return skipped
+    if differ or absent:
+        parts = [f"skipped the checkpoint's head weights ({', '.join(skipped)})"] if skipped else []
+        if absent:
+            parts.append(f"the checkpoint has no head weights ({', '.join(absent)})")
+        warnings.warn(f"{origin}: {' and '.join(parts)}; the heads of {name} start from random "
+                      f"initialisation", WeightsWarning, stacklevel=3)
+    return sorted(set(skipped) | set(absent))
 
 
 def _mismatch_message(origin: str, name: str, sd: Mapping, target: Mapping, missing: list[str],
@@ -595,22 +681,30 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
         num_classes: Classes of the head(s); None reads them from the weights.
         in_chans: Input channels; None reads them from the weights (3 for random weights).
             Other counts than the weights' adapt the stem as timm does.
-        new_head: Allow heads of another size than the weights': they are skipped (a
-            :class:`WeightsWarning` names the keys) and start random.
-        device: Where to put the model.
+        new_head: Allow heads of another size than the weights', or weights without heads: the
+            heads start random (a :class:`WeightsWarning` names the keys).
+        device: Where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:<n>"`` or a
+            :class:`torch.device`.
 
     Returns:
         The model in eval mode with ``model.weights_source`` ("imagenet", "embedded", "random" or
         "checkpoint:<path>") and ``model.model_name``.
 
     Raises:
-        ValueError: Unknown name or weights, or no weights source given.
+        ValueError: Unknown name, weights or device, a class or channel count that is not a
+            positive integer, no weights source given, or ``checkpoint`` is a directory.
         FileNotFoundError: ``checkpoint`` does not exist.
         WeightsError: The weights cannot be read, downloaded, or do not fit the model.
     """
+    if not isinstance(name, str):
+        raise ValueError(f"the model name must be a string, got {type(name).__name__}; known: "
+                         f"{', '.join(KNOWN_MODELS)} (any timm model name works too)")
     timm = _timm()
     if name not in KNOWN_MODELS and not timm.is_model(name):
         raise ValueError(_unknown_name_message(name))
+    _check_count("num_classes", num_classes)
+    _check_count("in_chans", in_chans)
+    device = _check_device(device)
     if weights is not None and weights not in WEIGHT_CHOICES:
         raise ValueError(f"unknown weights {weights!r}; choose one of "
                          f"{', '.join(map(repr, WEIGHT_CHOICES))}, or checkpoint=PATH")
@@ -651,6 +745,33 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
     return model.to(device).eval()
 
 
+def _check_count(what: str, value: object) -> None:
+    """Raise ValueError unless ``value`` is None or a positive integer."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be a positive integer or None (read from the weights), "
+                         f"got {value!r}")
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device; ValueError for unknown names and absent accelerators."""
+    accepted = "accepted: 'cpu', 'cuda', 'cuda:<n>' (where a GPU is present)"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}; {accepted}") from e
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA GPU is available here; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) "
+                             f"here; {accepted}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; {accepted}")
+    return dev
+
+
 def _check_head_request(name: str, num_classes: int | None,
                         new_head: bool) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     traits = _traits(name)
@@ -666,8 +787,11 @@ def _check_head_request(name: str, num_classes: int | None,
 def _timm_pretrained(name: str, num_classes: int | None, in_chans: int | None,
                      new_head: bool) -> nn.Module:
     heads, _, pretrained_classes = _check_head_request(name, num_classes, new_head)
+    if not is_cached(name):
+        _check_hub_reachable(name)  # offline: fail in one line now, not after a minute of retries
     try:
-        model = _create(name, num_classes, in_chans, pretrained=True)
+        with _quiet_hub_logs():
+            model = _create(name, num_classes, in_chans, pretrained=True)
     except Exception as e:  # timm/huggingface_hub raise many kinds when offline
         raise WeightsError(
             f"cannot load timm's pretrained weights for {name} ({type(e).__name__}: "
@@ -678,6 +802,60 @@ def _timm_pretrained(name: str, num_classes: int | None, in_chans: int | None,
                       f"({', '.join(skipped)}); the head starts from random initialisation",
                       WeightsWarning, stacklevel=3)
     return model
+
+
+#: Seconds to wait for the Hugging Face Hub before deciding it cannot be reached.
+_HUB_PROBE_TIMEOUT = 10.0
+
+
+def _check_hub_reachable(name: str) -> None:
+    """Raise WeightsError when the Hugging Face Hub holding ``name``'s weights cannot be reached.
+
+    One request without retries (huggingface_hub would otherwise retry each file five times with
+    backoff, logging every attempt). A reply of any HTTP status counts as reachable; the download
+    then goes its normal way. Nothing is checked in offline mode (``HF_HUB_OFFLINE``) or for
+    weights not hosted on the Hub.
+    """
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not cfg.hf_hub_id:
+        return
+    import huggingface_hub
+    from huggingface_hub import constants as hub_constants
+    from huggingface_hub.utils import HfHubHTTPError
+
+    if getattr(hub_constants, "HF_HUB_OFFLINE", False):
+        return
+    repo_id, _, revision = cfg.hf_hub_id.partition("@")
+    filename = getattr(cfg, "hf_hub_filename", None) or "model.safetensors"
+    url = huggingface_hub.hf_hub_url(repo_id, filename, revision=revision or None)
+    kwargs: dict[str, object] = {"timeout": _HUB_PROBE_TIMEOUT}
+    if "retry_on_errors" in inspect.signature(huggingface_hub.get_hf_file_metadata).parameters:
+        kwargs["retry_on_errors"] = False
+    try:
+        with _quiet_hub_logs():
+            huggingface_hub.get_hf_file_metadata(url, **kwargs)
+    except HfHubHTTPError:
+        return  # the Hub answered (e.g. 404 for a .bin-only repo): let timm go on
+    except Exception as e:  # connection refused, name resolution, timeout, proxy, TLS
+        host = urllib.parse.urlparse(url).netloc
+        raise WeightsError(
+            f"cannot load timm's pretrained weights for {name}: {host} cannot be reached "
+            f"({type(e).__name__}: {_one_line(e, 150)}) and they are not cached; pass "
+            f"--checkpoint PATH with a local copy") from e
+
+
+@contextlib.contextmanager
+def _quiet_hub_logs() -> Iterator[None]:
+    """Silence huggingface_hub's warnings (per-retry chatter) while in the block."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def load_pretrained(model: nn.Module, variant: str) -> None:
