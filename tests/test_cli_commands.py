@@ -76,6 +76,7 @@ def test_evaluate_prints_one_row_per_map(tmp_path: Path):
     assert all(0.0 <= r["pointing_game"] <= 1.0 for r in rows)
     assert all(r["deletion_auc"] is None for r in rows)
     assert "random weights" in result.stderr
+    assert "batch/s" not in result.stderr and "%|" not in result.stderr  # no bar off a terminal
 
 
 def test_evaluate_steps_sets_the_deletion_and_insertion_curves():
@@ -107,4 +108,22 @@ def test_train_synthetic_writes_weights_and_protects_them(tmp_path: Path):
     assert again.returncode == 1
     [line] = again.stderr.splitlines()
     assert line.startswith("conformer-xai: error: ") and "resnet_micro.safetensors" in line
+    assert "force=True" not in line and "--force" in line
     assert weights.read_bytes() == before
+
+    # evaluate scores the trained weights from the checkpoint file
+    scored = run("evaluate", "--model", "resnet_micro", "--checkpoint", weights, "--n", "2",
+                 "--methods", "gradcam", "--blocks", "8", "--faithfulness", "none", "--json")
+    assert scored.returncode == 0, scored.stderr
+    [row] = json.loads(scored.stdout)["rows"]
+    assert 0.0 <= row["pointing_game"] <= 1.0
+
+
+def test_train_synthetic_that_fails_leaves_no_empty_folder(tmp_path: Path):
+    out = tmp_path / "new" / "trained"
+    result = run("train-synthetic", "--model", "resnet_micro", "--steps", "3", "--batch-size",
+                 "2", "--eval-n", "2", "--lr", "1e30", "--out", out)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith("conformer-xai: error: ")
+    assert "diverged" in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []

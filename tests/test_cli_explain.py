@@ -56,7 +56,7 @@ def test_folder_run_mirrors_subfolders_writes_figures_summaries_and_arrays(tmp_p
     assert any("random weights" in n for n in run_summary["notes"])
     assert run_summary["failed"] == []
     assert "conformer-xai: note:" in result.stderr and "random weights" in result.stderr
-    assert "0/3" in result.stderr  # the progress bar, on stderr, for more than one image
+    assert "0/3" not in result.stderr  # no progress bar when stderr is not a terminal
 
     images = {Path(s["input"]).relative_to(inp).as_posix(): s for s in run_summary["images"]}
     assert sorted(images) == ["a/x.png", "b/deeper/y.png", "b/x.png"]
@@ -136,6 +136,7 @@ def test_bad_files_in_a_folder_are_skipped_listed_and_exit_1(tmp_path: Path):
         "empty.png", "text.png", "truncated.png"]
     errors = error_lines(result)
     assert len(errors) == 3, result.stderr
+    assert "image/s" not in result.stderr and "%|" not in result.stderr  # no bar off a terminal
     for name in ("empty.png", "text.png", "truncated.png"):
         assert sum(name in line for line in errors) == 1, (name, errors)
     assert "not an image file" in " ".join(errors)
@@ -154,3 +155,19 @@ def test_one_unreadable_file_is_one_error_line_and_debug_shows_the_traceback(tmp
     debug = run(bad, *RANDOM, *FAST, "--out", tmp_path / "out", "--debug")
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr and "not an image file" in debug.stderr
+
+
+def test_a_warning_is_one_note_line_and_debug_keeps_pythons_format(tmp_path: Path):
+    # --new-head warns that the heads start random; --target 5 then stops the run (3 classes).
+    args = [CAT, "--model", "conformer_micro_patch16", "--num-classes", "3", "--new-head",
+            "--target", "5", "--out", tmp_path / "out"]
+    result = run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("conformer-xai: note: embedded: skipped the checkpoint's head "
+                               "weights"), result.stderr
+    assert lines[-1].startswith("conformer-xai: error: --target 5 is out of range")
+    assert all(line.startswith("conformer-xai: ") for line in lines), result.stderr
+    assert "WeightsWarning" not in result.stderr
+    debug = run(*args, "--debug")
+    assert debug.returncode == 2 and "WeightsWarning: embedded: skipped" in debug.stderr

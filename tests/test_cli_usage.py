@@ -84,6 +84,8 @@ def test_no_arguments_shows_usage_and_exits_2():
     (["explain", "{photo}", "--blocks", "1,x"], "'x' is not a block number"),
     (["explain", "{photo}", "--blocks", "0"], "numbered from 1"),
     (["explain", "{photo}", "--input-size", "12by4"], "'12by4' is not a size"),
+    (["explain", "{photo}", "--input-size", "100000x100000"], "too large: at most 8192"),
+    (["explain", "{photo}", "--input-size", "20"], "at least 32"),
     (["explain", "{photo}", "--weights", "pretrained"], "'pretrained' is not one of"),
     (["explain", "{photo}", "--device", "tpu"], "'tpu' is not one of"),
     (["explain", "{photo}", "--format", "jpg"], "'jpg' is not one of"),
@@ -103,7 +105,15 @@ def test_no_arguments_shows_usage_and_exits_2():
     (["evaluate"], "Missing option '--model'"),
     (["evaluate", "--model", "conformer_micro_patch16", "--n", "0"], "--n"),
     (["evaluate", "--model", "conformer_micro_patch16", "--steps", "0"], "--steps"),
-    (["evaluate", "--model", "conformer_small_patch16"], "--weights embedded exists only"),
+    (["evaluate", "--model", "conformer_small_patch16"],
+     "evaluate needs a model trained on the synthetic scenes: one with embedded weights "
+     "(resnet_micro, deit_micro_patch16, conformer_micro_patch16) or --checkpoint"),
+    (["evaluate", "--model", "conformer_small_patch16", "--weights", "embedded"],
+     "--weights embedded exists only"),
+    (["train-synthetic", "--model", "resnet_micro", "--steps", "2", "--out", "x", "--lr", "inf"],
+     "'inf' is not a finite number > 0"),
+    (["train-synthetic", "--model", "resnet_micro", "--steps", "2", "--out", "x", "--lr", "nan"],
+     "--lr"),
     (["train-synthetic", "--model", "conformer_small_patch16", "--steps", "2", "--out", "x"],
      "'conformer_small_patch16' is not one of"),
     (["evaluate", "--model", "conformer_micro_patch16", "--methods", "nonsense"], "'nonsense'"),
@@ -135,12 +145,68 @@ def test_unknown_model_is_a_usage_error():
     line = assert_one_error_line(run("explain", str(PHOTO), "--model", "conformerr_small"), 2,
                                  "unknown model 'conformerr_small'")
     assert "conformer_small_patch16" in line
+    # evaluate checks the name before the weights (it was told "--weights embedded exists only")
+    assert_one_error_line(run("evaluate", "--model", "foo"), 2, "unknown model 'foo'")
+
+
+def test_unsupported_family_and_input_size_are_usage_errors_before_any_weights_load(
+        tmp_path: Path):
+    out = tmp_path / "out"
+    # efficientnet_b0 would download its ImageNet weights first: the family is known before.
+    for command in (["explain", str(PHOTO), "--model"], ["compare", str(PHOTO), "--models"]):
+        line = assert_one_error_line(run(*command, "efficientnet_b0", "--out", str(out)), 2,
+                                     "--model efficientnet_b0", "EfficientNet")
+        assert "conformer" in line and "resnet" in line and "vit" in line
+    assert_one_error_line(
+        run("explain", str(PHOTO), "--model", "deit_micro_patch16", "--input-size", "100",
+            "--out", str(out)),
+        2, "--input-size 100x100", "multiples of 16", "e.g. 112x112")
+    assert_one_error_line(
+        run("explain", str(PHOTO), "--model", "deit_small_patch16_224", "--input-size", "256",
+            "--out", str(out)),
+        2, "--input-size 256x256", "takes only 224x224")
+    assert not out.exists()
+
+
+def test_two_inputs_writing_the_same_file_is_a_usage_error(tmp_path: Path):
+    folder, out = tmp_path / "col", tmp_path / "out"
+    folder.mkdir()
+    (folder / "foo.png").write_bytes(PHOTO.read_bytes())
+    (folder / "foo.maps.png").write_bytes(PHOTO.read_bytes())
+    for force in ([], ["--force"]):
+        line = assert_one_error_line(
+            run("explain", str(folder), "--model", "conformer_micro_patch16", "--save-arrays",
+                "--out", str(out), *force), 2,
+            str(folder / "foo.png"), str(folder / "foo.maps.png"), str(out / "foo.maps.json"))
+        assert "overwrite=True" not in line
+    assert not out.exists()
+
+
+def test_api_names_in_messages_become_option_names(tmp_path: Path):
+    line = assert_one_error_line(
+        run("explain", str(PHOTO), "--model", "resnet_micro", "--weights", "imagenet", "--out",
+            str(tmp_path / "out")), 2, "use --weights embedded")
+    assert "weights='embedded'" not in line
 
 
 def test_missing_checkpoint_is_a_runtime_error(tmp_path: Path):
     assert_one_error_line(run("explain", str(PHOTO), "--model", "conformer_micro_patch16",
                               "--checkpoint", str(tmp_path / "gone.pth")),
                           1, "checkpoint not found", "gone.pth")
+
+
+def test_a_failed_run_leaves_no_empty_output_folder(tmp_path: Path):
+    bad = tmp_path / "bad.pth"
+    bad.write_text("not a checkpoint")
+    out = tmp_path / "new" / "out"
+    assert_one_error_line(run("explain", str(PHOTO), "--model", "conformer_micro_patch16",
+                              "--checkpoint", str(bad), "--out", str(out)), 1, "bad.pth")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.pth"]
+    kept = tmp_path / "kept"  # a folder that existed before is kept, even when empty
+    kept.mkdir()
+    assert run("explain", str(PHOTO), "--model", "conformer_micro_patch16", "--checkpoint",
+               str(bad), "--out", str(kept)).returncode == 1
+    assert kept.is_dir()
 
 
 def test_unwritable_output_folder_is_a_runtime_error(tmp_path: Path):

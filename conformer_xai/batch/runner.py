@@ -122,8 +122,10 @@ def run_dataset(
             writer thread), e.g. to drive a progress bar.
 
     Returns:
-        A summary: store, shard, images, assigned, already_done, processed, failed, batch_size,
-        seconds, images_per_second, device, world_size, rank, map_keys, predictions, merged.
+        A summary: store, shard, images, assigned, already_done, processed, failed (a count),
+        failures (``{"input": path, "error": message}`` per unreadable image of this shard),
+        batch_size, seconds, images_per_second, device, world_size, rank, map_keys,
+        predictions, merged.
 
     Raises:
         FileNotFoundError: ``input_dir`` does not exist.
@@ -220,9 +222,12 @@ def run_dataset(
 
     if ms.complete():
         ms.write_predictions()
+    failed = ms.progress()["failed"]
     summary.update(
-        already_done=int(done.sum()), processed=processed,
-        failed=len(ms.progress()["failed"]), batch_size=ms.chunk,
+        already_done=int(done.sum()), processed=processed, failed=len(failed),
+        failures=[{"input": str(input_dir / paths[mine[pos]]), "error": message}
+                  for pos, message in sorted(failed.items())],
+        batch_size=ms.chunk,
         predictions=str(ms.path / "predictions.csv") if ms.complete() else None)
     if world > 1 and dev.type == "cuda":
         summary["merged"] = _wait_and_merge(root, rank, dev)
@@ -267,7 +272,7 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
         if force:
             return create()
         raise FileExistsError(f"{shard} exists; resume it (resume=True) or replace it "
-                              "(force=True, --force)")
+                              "(force=True)")
     stored = existing.config
     if stored.get("world_size", 1) != world:
         if force:
@@ -280,7 +285,7 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
             return create()
         raise ValueError(f"{shard} was written with other settings ({', '.join(diff)}); resume "
                          "with the same settings, choose another store path, or force=True "
-                         "(--force) to start over")
+                         "to start over")
     existing.remove_partial_files()
     return existing
 

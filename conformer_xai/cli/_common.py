@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
+import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,11 @@ EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch1
 WEIGHTS = ("imagenet", "embedded", "random")
 DEVICES = ("auto", "cpu", "cuda")
 FORMATS = ("png", "pdf", "svg")
+MIN_SIDE, MAX_SIDE, MAX_PIXELS = 32, 8192, 16 * 2**20
+"""Bounds of --input-size: the explainer needs 32 pixels a side; the upper bounds reject sizes
+that could never fit in memory but still allow long spectrograms such as 128x8000."""
+MAX_FAILURE_LINES = 20
+"""Failed inputs listed one line each; the rest are counted in one more line."""
 
 
 # --------------------------------------------------------------------------- errors
@@ -56,6 +64,16 @@ class FailedInputs(Exception):
         self.failures = list(failures)
 
 
+def failure_lines(failures: Sequence[tuple[str, str]]) -> list[str]:
+    """One error line per failed input, at most :data:`MAX_FAILURE_LINES` and a count of the
+    rest (so that thousands of bad files do not flood the terminal)."""
+    lines = [error_line(message) for _, message in failures[:MAX_FAILURE_LINES]]
+    if len(failures) > MAX_FAILURE_LINES:
+        lines.append(error_line(f"... and {len(failures) - MAX_FAILURE_LINES} more failed "
+                                "input(s)"))
+    return lines
+
+
 def one_line(text: str) -> str:
     """Collapse a message onto one line."""
     return " ".join(str(text).split())
@@ -70,12 +88,45 @@ def note(message: str) -> None:
     click.echo(f"{PROG}: note: {one_line(message)}", err=True)
 
 
+#: The Python-API names in library messages and the options a CLI user knows them as.
+CLI_WORDING = (
+    (r"new_head=True \(CLI: --new-head\)|\bnew_head=True\b", "--new-head"),
+    (r"\bnum_classes=(\d+)", r"--num-classes \1"),
+    (r"\bin_chans=(\d+)", r"--in-chans \1"),
+    (r"\bweights='(\w+)'", r"--weights \1"),
+    (r"\bcheckpoint=PATH\b", "--checkpoint PATH"),
+    (r"\b(?:overwrite|force)=True(?: \(--force\)|, --force)?", "--force"),
+    (r"\bresume=True\b", "leave out --no-resume"),
+    (r"\bdevice='(\w+)'", r"--device \1"),
+    (r"\b(?:x|input) height and width must be", "the input height and width (--input-size) "
+                                               "must be"),
+)
+
+
+def cli_wording(text: str) -> str:
+    """A library message with its Python-API names replaced by the CLI's options."""
+    for pattern, replacement in CLI_WORDING:
+        text = re.sub(pattern, replacement, text)
+    return text
+
+
 def describe(exc: BaseException) -> str:
-    """The message of an exception, without a traceback, on one line."""
+    """The message of an exception, without a traceback, on one line, in the CLI's words.
+
+    An ``OSError`` from the system reads ``<file>: <reason>`` (no ``[Errno N]``).
+    """
     text = one_line(str(exc))
     if isinstance(exc, KeyError) and len(exc.args) == 1:
         text = one_line(str(exc.args[0]))
-    return text or type(exc).__name__
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
+    return cli_wording(text) or type(exc).__name__
+
+
+def warning_note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """``warnings.showwarning`` for the CLI: a warning is one note line, without its source."""
+    note(cli_wording(str(message)))
 
 
 class CliGroup(click.Group):
@@ -97,8 +148,8 @@ class CliGroup(click.Group):
             click.echo(error_line(exc.format_message()), err=True)
             sys.exit(exc.exit_code)
         except FailedInputs as exc:
-            for _, message in exc.failures:
-                click.echo(error_line(message), err=True)
+            for line in failure_lines(exc.failures):
+                click.echo(line, err=True)
             sys.exit(1)
         except click.Abort:
             click.echo(error_line("aborted"), err=True)
@@ -110,7 +161,8 @@ class CliGroup(click.Group):
 
 
 def report_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a command body; without ``--debug`` an unexpected exception becomes one error line.
+    """Run a command body; without ``--debug`` an unexpected exception becomes one error line
+    and a warning one note line (``--debug`` keeps Python's traceback and warning format).
 
     The command must take a ``debug`` keyword (see :func:`debug_option`).
     """
@@ -119,7 +171,10 @@ def report_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         debug = kwargs.get("debug", False)
         try:
-            return func(*args, **kwargs)
+            with warnings.catch_warnings():
+                if not debug:
+                    warnings.showwarning = warning_note
+                return func(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort, FailedInputs):
             raise
         except KeyboardInterrupt:
@@ -180,7 +235,8 @@ class BlockList(click.ParamType):
 
 
 class InputSize(click.ParamType):
-    """``HxW`` (e.g. ``128x512``) or one number for a square input."""
+    """``HxW`` (e.g. ``128x512``) or one number for a square input, within the bounds
+    :data:`MIN_SIDE`, :data:`MAX_SIDE` and :data:`MAX_PIXELS`."""
 
     name = "HxW"
 
@@ -189,10 +245,33 @@ class InputSize(click.ParamType):
         if isinstance(value, tuple):
             return value
         m = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", str(value))
-        if not m or int(m.group(1)) < 1 or int(m.group(2) or m.group(1)) < 1:
+        if not m:
             self.fail(f"{value!r} is not a size; write HxW with positive integers, e.g. 224x224",
                       param, ctx)
-        return int(m.group(1)), int(m.group(2) or m.group(1))
+        h, w = int(m.group(1)), int(m.group(2) or m.group(1))
+        if min(h, w) < MIN_SIDE:
+            self.fail(f"{h}x{w} is too small: height and width must be at least {MIN_SIDE}",
+                      param, ctx)
+        if max(h, w) > MAX_SIDE or h * w > MAX_PIXELS:
+            self.fail(f"{h}x{w} is too large: at most {MAX_SIDE} pixels a side and "
+                      f"{MAX_PIXELS // 2**20} megapixels in all (e.g. 128x8000)", param, ctx)
+        return h, w
+
+
+class PositiveFloat(click.ParamType):
+    """A finite number > 0 (``inf`` and ``nan`` are refused)."""
+
+    name = "float"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} is not a finite number > 0", param, ctx)
+        return number
 
 
 @contextlib.contextmanager
@@ -232,6 +311,43 @@ def check_model_name(name: str) -> None:
         hint = f"; similar timm names: {', '.join(close)}" if close else ""
         raise CliUsageError(f"unknown model {name!r}; ours are {', '.join(OUR_MODELS)}, "
                             f"or give any timm model name{hint}")
+
+
+def check_architecture(name: str, input_size: tuple[int, int] | None = None) -> None:
+    """Usage errors that the model's architecture shows before any weights load: a model family
+    the explainer has no adapter for (``--model``) and an ``--input-size`` the model cannot take.
+
+    The model is built on the meta device (no weights, no memory, no download). A model that
+    cannot be built there is left to the real load to report.
+    """
+    import timm
+    import torch
+
+    import conformer_xai  # noqa: F401  (registers our names with timm)
+    from conformer_xai.explain.taps import adapter_for
+
+    try:
+        with torch.device("meta"):
+            net = timm.create_model(name, pretrained=False)
+    except Exception:  # noqa: BLE001  (any failure here is the real load's to report)
+        return
+    try:
+        adapter = adapter_for(net)
+    except ValueError as exc:
+        raise CliUsageError(f"--model {name}: {describe(exc)}") from exc
+    embed = getattr(net, "patch_embed", None)
+    if input_size is None or adapter.family != "vit" or getattr(embed, "img_size", None) is None:
+        return  # Conformer pads its input; a CNN takes any size the explainer accepts
+    (h, w), (ph, pw) = input_size, embed.patch_size
+    if embed.strict_img_size and tuple(embed.img_size) != (h, w):
+        fixed = "x".join(map(str, embed.img_size))
+        raise CliUsageError(f"--input-size {h}x{w}: {name} takes only {fixed} (its patch "
+                            "embedding has a fixed input size)")
+    if not embed.dynamic_img_pad and (h % ph or w % pw):
+        near = f"{-(-h // ph) * ph}x{-(-w // pw) * pw}"  # rounded up
+        raise CliUsageError(f"--input-size {h}x{w}: {name} takes heights that are multiples of "
+                            f"{ph} and widths that are multiples of {pw} (its patch size), e.g. "
+                            f"{near}")
 
 
 def check_weights(model: str, weights: str | None, checkpoint: str | None) -> None:
@@ -300,17 +416,37 @@ def weights_notes(model: Any) -> list[str]:
 
 
 # --------------------------------------------------------------------------- outputs
-def prepare_out_dir(out: str | Path) -> Path:
-    """Create the output folder (and parents) or fail with a runtime error."""
+def prepare_out_dir(out: str | Path, what: str = "output folder") -> Path:
+    """Create the output folder (and parents) or fail with a runtime error naming ``what``."""
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise CliRuntimeError(f"cannot create output folder {out}: "
+        raise CliRuntimeError(f"cannot create {what} {out}: "
                               f"{exc.strerror or describe(exc)}") from exc
     if not out.is_dir() or not os.access(out, os.W_OK | os.X_OK):
-        raise CliRuntimeError(f"output folder {out} is not writable")
+        raise CliRuntimeError(f"{what} {out} is not writable")
     return out
+
+
+@contextlib.contextmanager
+def no_empty_folder_on_failure(folder: str | Path) -> Iterator[None]:
+    """When the body fails, remove the folders under ``folder`` that this run created and that
+    hold no file, so that a failed run leaves no empty output folder behind.
+
+    Only ``folder`` and the parents that did not exist on entry are candidates; a folder that
+    existed before, or that holds any file, is kept.
+    """
+    folder = Path(folder)
+    created = list(itertools.takewhile(lambda p: not p.exists(), (folder, *folder.parents)))
+    try:
+        yield
+    except BaseException:
+        if created:
+            for path, _, _ in os.walk(created[-1], topdown=False):  # deepest first
+                with contextlib.suppress(OSError):
+                    os.rmdir(path)  # fails (and is kept) when not empty
+        raise
 
 
 def check_overwrite(paths: Iterable[Path], force: bool) -> None:

@@ -14,6 +14,7 @@ from ._common import (
     CliRuntimeError,
     CliUsageError,
     CommaList,
+    check_architecture,
     check_model_name,
     check_overwrite,
     check_weights,
@@ -70,6 +71,8 @@ def compare_command(image: str, models: tuple[str, ...] | None, weights: str | N
     figure = out_dir / f"{path.stem}_compare.{fmt}"
     summary = out_dir / f"{path.stem}_compare.json"
     check_overwrite([figure, summary], force)
+    for name in models:
+        check_architecture(name)
     prepare_out_dir(out_dir)
 
     from conformer_xai.data import load_image

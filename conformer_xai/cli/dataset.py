@@ -13,9 +13,11 @@ from ._common import (
     CliRuntimeError,
     CliUsageError,
     CommaList,
+    FailedInputs,
     InputSize,
     api_errors,
     blocks_option,
+    check_architecture,
     check_model_name,
     check_weights,
     debug_option,
@@ -25,7 +27,9 @@ from ._common import (
     force_option,
     json_option,
     load_model,
+    no_empty_folder_on_failure,
     note,
+    prepare_out_dir,
     report_errors,
     resolve_device,
     weights_notes,
@@ -96,22 +100,27 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
         raise CliUsageError(f"input folder not found: {directory}")
     if no_crop and input_size is None:
         raise CliUsageError("--no-crop needs --input-size HxW")
-    check_weights(model, weights, checkpoint)
     check_model_name(model)
+    check_weights(model, weights, checkpoint)
+    check_architecture(model, input_size)
     dev = resolve_device(device)
-    net = load_model(model, weights, checkpoint, device=dev)
-    for line in weights_notes(net):
-        note(line)
 
     from conformer_xai.batch import run_dataset
 
-    with api_errors(debug, runtime=(FileExistsError,), usage=(FileNotFoundError,)):
-        summary = run_dataset(
-            directory, store, net, batch_size=batch_size, num_workers=num_workers,
-            methods=list(methods) if methods else None, blocks=list(blocks) if blocks else None,
-            heads=list(heads) if heads else None, input_size=input_size, crop=not no_crop,
-            device=dev, dtype=dtype, autocast_dtype="bfloat16" if bf16 else None,
-            channels_last=channels_last, resume=not no_resume, force=force)
+    with no_empty_folder_on_failure(store):
+        if not store.exists():
+            prepare_out_dir(store, "store")
+        net = load_model(model, weights, checkpoint, device=dev)
+        for line in weights_notes(net):
+            note(line)
+        with api_errors(debug, runtime=(OSError,)):
+            summary = run_dataset(
+                directory, store, net, batch_size=batch_size, num_workers=num_workers,
+                methods=list(methods) if methods else None,
+                blocks=list(blocks) if blocks else None, heads=list(heads) if heads else None,
+                input_size=input_size, crop=not no_crop, device=dev, dtype=dtype,
+                autocast_dtype="bfloat16" if bf16 else None, channels_last=channels_last,
+                resume=not no_resume, force=force)
     summary["weights_source"] = getattr(net, "weights_source", None)
     if as_json:
         echo_json({"command": "explain-dataset", **summary})
@@ -119,4 +128,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
         note(f"{summary.get('processed', 0)} images explained, "
              f"{summary.get('already_done', 0)} already done, {summary.get('failed', 0)} "
              f"failed -> {store}")
+    failures = [(f["input"], f["error"] if f["error"].startswith(f["input"])
+                 else f"{f['input']}: {f['error']}") for f in summary.get("failures") or []]
+    if failures:
+        raise FailedInputs(failures)
     return 1 if summary.get("failed") else 0

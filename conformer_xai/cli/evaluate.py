@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
 
 from ._common import (
+    EMBEDDED_MODELS,
     HEADS,
     METHODS,
     WEIGHTS,
+    CliUsageError,
     CommaList,
     api_errors,
     blocks_option,
+    check_architecture,
     check_model_name,
     check_weights,
     debug_option,
     device_option,
     echo_json,
     json_option,
+    load_model,
     note,
     report_errors,
     resolve_device,
@@ -29,8 +34,11 @@ FAITHFULNESS = ("last", "all", "none")
 
 @click.command("evaluate")
 @click.option("--model", required=True, help="Model name, e.g. conformer_micro_patch16.")
-@click.option("--weights", type=click.Choice(WEIGHTS), default="embedded", show_default=True,
-              help="Weights source.")
+@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
+              help="Weights source (default: embedded, which only the small models have).")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A checkpoint of the model trained on the synthetic scenes (e.g. written by "
+                   "train-synthetic) instead of --weights.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=200, show_default=True,
               help="Number of generated test scenes.")
 @click.option("--methods", type=CommaList(METHODS), default=None,
@@ -52,7 +60,7 @@ FAITHFULNESS = ("last", "all", "none")
 @json_option
 @debug_option
 @report_errors
-def evaluate_command(model: str, weights: str, n: int, methods: tuple[str, ...] | None,
+def evaluate_command(model: str, weights: str | None, checkpoint: str | None, n: int, methods: tuple[str, ...] | None,
                      blocks: tuple[int, ...] | None, heads: tuple[str, ...] | None,
                      faithfulness: str, steps: int, seed: int, batch_size: int, device: str,
                      as_json: bool, debug: bool) -> int:
@@ -63,13 +71,24 @@ def evaluate_command(model: str, weights: str, n: int, methods: tuple[str, ...] 
     insertion (the expensive ones) run on the last block of each branch and on rollout unless
     --faithfulness says otherwise.
     """
-    check_weights(model, weights, None)
     check_model_name(model)
+    check_weights(model, weights, checkpoint)
+    if weights is None and checkpoint is None:
+        if model not in EMBEDDED_MODELS:
+            raise CliUsageError(f"evaluate needs a model trained on the synthetic scenes: one "
+                                f"with embedded weights ({', '.join(EMBEDDED_MODELS)}) or "
+                                f"--checkpoint FILE (e.g. from train-synthetic); {model} has "
+                                "no embedded weights")
+        weights = "embedded"
+    check_architecture(model)
     dev = resolve_device(device)
 
     from conformer_xai.metrics.evaluate import evaluate, format_table
     from conformer_xai.models.weights import WeightsError
 
+    subject: Any = model
+    if checkpoint is not None:
+        subject = load_model(model, None, checkpoint, device=dev)
     if weights == "random":
         note(f"{model} has random weights: its maps and scores carry no meaning")
     options: dict[str, Any] = {}
@@ -80,9 +99,9 @@ def evaluate_command(model: str, weights: str, n: int, methods: tuple[str, ...] 
     if heads:
         options["heads"] = list(heads)
     with api_errors(debug, runtime=(WeightsError,)):
-        result = evaluate(model, weights=weights, n=n, seed=seed, batch_size=batch_size,
-                          faithfulness=faithfulness, steps=steps, device=dev, progress=True,
-                          **options)
+        result = evaluate(subject, weights=weights, n=n, seed=seed, batch_size=batch_size,
+                          faithfulness=faithfulness, steps=steps, device=dev,
+                          progress=sys.stderr.isatty(), **options)
     if as_json:
         echo_json({"command": "evaluate", **result})
     else:

@@ -20,6 +20,7 @@ from ._common import (
     FailedInputs,
     InputSize,
     blocks_option,
+    check_architecture,
     check_model_name,
     check_overwrite,
     check_weights,
@@ -31,6 +32,7 @@ from ._common import (
     format_option,
     json_option,
     load_model,
+    no_empty_folder_on_failure,
     note,
     prepare_out_dir,
     report_errors,
@@ -97,10 +99,22 @@ def discover_inputs(inputs: tuple[str, ...], out: Path) -> list[tuple[Path, str]
 
 def plan_jobs(images: list[tuple[Path, str]], out: Path, fmt: str, save_arrays: bool
               ) -> list[ImageJob]:
-    """Output files mirror each input's path relative to the folder given."""
-    return [ImageJob(path=p, stem=s, figure=out / f"{s}.{fmt}", summary=out / f"{s}.json",
+    """Output files mirror each input's path relative to the folder given.
+
+    Two inputs whose outputs would be the same file (``foo.png`` with --save-arrays writes
+    ``foo.maps.json``, the summary of ``foo.maps.png``) are a usage error naming both.
+    """
+    jobs = [ImageJob(path=p, stem=s, figure=out / f"{s}.{fmt}", summary=out / f"{s}.json",
                      arrays=out / f"{s}.maps.npz" if save_arrays else None)
             for p, s in images]
+    writer: dict[Path, ImageJob] = {}
+    for job in jobs:
+        for file in job.outputs():
+            first = writer.setdefault(file, job)
+            if first is not job:
+                raise CliUsageError(f"{first.path} and {job.path} would both write {file}; "
+                                    "rename one of them or explain them in separate runs")
+    return jobs
 
 
 def resolve_target(target: str | None, class_names: list[str] | None,
@@ -203,49 +217,53 @@ def explain_command(inputs: tuple[str, ...], model: str, weights: str | None,
     check_model_name(model)
     jobs = plan_jobs(images, out_dir, fmt, save_arrays)
     check_overwrite([f for job in jobs for f in job.outputs()], force)
-    prepare_out_dir(out_dir)
+    check_architecture(model, input_size)
 
     from conformer_xai.data import class_names_for
 
-    dev = resolve_device(device)
-    t = time.perf_counter()
-    net = load_model(model, weights, checkpoint, num_classes, in_chans, new_head, dev)
-    model_load_s = time.perf_counter() - t
-    source = net.weights_source
-    notes = weights_notes(net)
-    photos = sum(input_kind(job.path) == "photo" for job in jobs)
-    if source == "embedded" and photos:
-        notes.append(EMBEDDED_ON_PHOTO.format(model=model) + f" ({photos} photo(s) given)")
-    for text in notes:
-        note(text)
-    try:
-        class_names = class_names_for(net, labels)
-    except (ValueError, OSError) as exc:
-        where = f"--labels {labels}: " if labels else ""
-        raise CliUsageError(f"{where}{describe(exc)}") from exc
-    options: dict[str, Any] = {
-        "target": resolve_target(target, class_names, getattr(net, "num_classes", None)),
-        "blocks": list(blocks) if blocks else None}
-    if methods:
-        options["methods"] = methods
+    with no_empty_folder_on_failure(out_dir):
+        prepare_out_dir(out_dir)
+        dev = resolve_device(device)
+        t = time.perf_counter()
+        net = load_model(model, weights, checkpoint, num_classes, in_chans, new_head, dev)
+        model_load_s = time.perf_counter() - t
+        source = net.weights_source
+        notes = weights_notes(net)
+        photos = sum(input_kind(job.path) == "photo" for job in jobs)
+        if source == "embedded" and photos:
+            notes.append(EMBEDDED_ON_PHOTO.format(model=model)
+                         + f" ({photos} photo(s) given)")
+        for text in notes:
+            note(text)
+        try:
+            class_names = class_names_for(net, labels)
+        except (ValueError, OSError) as exc:
+            where = f"--labels {labels}: " if labels else ""
+            raise CliUsageError(f"{where}{describe(exc)}") from exc
+        options: dict[str, Any] = {
+            "target": resolve_target(target, class_names, getattr(net, "num_classes", None)),
+            "blocks": list(blocks) if blocks else None}
+        if methods:
+            options["methods"] = methods
 
-    batch_run = BatchRun(net=net, model=model, source=source, notes=notes, device=dev, fmt=fmt,
-                         input_size=input_size, crop=not no_crop, force=force, debug=debug,
-                         quiet=as_json)
-    batch_run.run(jobs, batch_size, class_names, heads, options)
-    run = {"command": "explain", "model": model, "weights": source,
-           "checkpoint": checkpoint, "device": dev, "out": str(out_dir), "notes": notes,
-           "images": batch_run.summaries,
-           "failed": [{"input": p, "error": e} for p, e in batch_run.failures],
-           "timings_s": {"model_load": round(model_load_s, 4),
-                         "total": round(time.perf_counter() - started, 4)}}
-    if as_json:
-        echo_json(run)
-    else:
-        click.echo(f"wrote {len(batch_run.summaries)} of {len(jobs)} image(s) to {out_dir}")
-    if batch_run.failures:
-        raise FailedInputs(batch_run.failures)
-    return 0
+        batch_run = BatchRun(net=net, model=model, source=source, notes=notes, device=dev,
+                             fmt=fmt, input_size=input_size, crop=not no_crop, force=force,
+                             debug=debug, quiet=as_json)
+        batch_run.run(jobs, batch_size, class_names, heads, options)
+        run = {"command": "explain", "model": model, "weights": source,
+               "checkpoint": checkpoint, "device": dev, "out": str(out_dir), "notes": notes,
+               "images": batch_run.summaries,
+               "failed": [{"input": p, "error": e} for p, e in batch_run.failures],
+               "timings_s": {"model_load": round(model_load_s, 4),
+                             "total": round(time.perf_counter() - started, 4)}}
+        if as_json:
+            echo_json(run)
+        else:
+            click.echo(f"wrote {len(batch_run.summaries)} of {len(jobs)} image(s) to "
+                       f"{out_dir}")
+        if batch_run.failures:
+            raise FailedInputs(batch_run.failures)
+        return 0
 
 
 @dataclass
@@ -277,9 +295,13 @@ class BatchRun:
 
         from conformer_xai.explain import Explainer
 
-        with Explainer(self.net, class_names=class_names) as explainer, \
-                tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=len(jobs) < 2,
-                     leave=False) as bar:
+        try:
+            explainer = Explainer(self.net, class_names=class_names)
+        except ValueError as exc:  # a model family without an adapter
+            raise CliUsageError(f"--model {self.model}: {describe(exc)}") from exc
+        quiet_bar = len(jobs) < 2 or not sys.stderr.isatty()  # no bar mixed into a log file
+        with explainer, tqdm(total=len(jobs), unit="image", file=sys.stderr, disable=quiet_bar,
+                             leave=False) as bar:
             options = {**options, "head": heads or tuple(explainer.heads)}
             for start in range(0, len(jobs), batch_size):
                 loaded = []

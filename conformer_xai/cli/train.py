@@ -9,12 +9,14 @@ import click
 from ._common import (
     EMBEDDED_MODELS,
     CliRuntimeError,
+    PositiveFloat,
     api_errors,
     debug_option,
     describe,
     echo_json,
     force_option,
     json_option,
+    no_empty_folder_on_failure,
     report_errors,
 )
 
@@ -31,7 +33,7 @@ from ._common import (
                    "data).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Scenes per step (default: the training script's, 32).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=PositiveFloat(), default=None,
               help="Peak AdamW learning rate (default: the model's own).")
 @click.option("--eval-n", type=click.IntRange(min=0), default=None,
               help="Held-out scenes for the reported accuracy (default: the script's; 0 skips).")
@@ -51,7 +53,7 @@ def train_synthetic_command(model: str, steps: int, seed: int, out: str,
     options = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "eval_n": eval_n,
                                  "threads": threads}.items() if v is not None}
     try:
-        with api_errors(debug, runtime=(FileExistsError,)):
+        with no_empty_folder_on_failure(out), api_errors(debug, runtime=(FileExistsError,)):
             result = train_model(model, steps, seed=seed, out=Path(out), force=force,
                                  log=lambda line: click.echo(line, err=True), **options)
     except OSError as exc:
