@@ -148,7 +148,7 @@ def test_code_in_a_checkpoint_is_refused_in_one_short_line(tmp_path: Path):
     assert result.returncode == 1, result.stderr
     line = one_error_line(result)
     assert not marker.exists()
-    assert len(line) < 300, line
+    assert len(line.replace(str(evil), "")) < 250, line  # short, whatever the path
     assert f"refused to load {evil}: it holds Python objects other than tensors" in line
     assert "weights_only" in line and "safetensors" in line
     assert "weights_only=False" not in line and "arbitrary code" not in line

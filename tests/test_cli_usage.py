@@ -189,10 +189,10 @@ def test_api_names_in_messages_become_option_names(tmp_path: Path):
     assert "weights='embedded'" not in line
 
 
-def test_missing_checkpoint_is_a_runtime_error(tmp_path: Path):
+def test_missing_checkpoint_is_a_usage_error(tmp_path: Path):
     assert_one_error_line(run("explain", str(PHOTO), "--model", "conformer_micro_patch16",
                               "--checkpoint", str(tmp_path / "gone.pth")),
-                          1, "checkpoint not found", "gone.pth")
+                          2, "--checkpoint", "gone.pth: no such file")
 
 
 def test_a_failed_run_leaves_no_empty_output_folder(tmp_path: Path):

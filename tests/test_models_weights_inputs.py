@@ -61,7 +61,8 @@ def test_binary_that_torch_cannot_parse_is_one_valueerror(content, tmp_path):
     path.write_bytes(content)
     with pytest.raises(W.WeightsError, match=NOT_READ.format("binary.bin")) as info:
         W.load_state_dict_file(path)
-    assert "\n" not in str(info.value) and len(str(info.value)) < 300
+    message = str(info.value).replace(str(path), "")
+    assert "\n" not in message and len(message) < 250, message
 
 
 def test_code_in_a_pickle_is_refused_in_one_short_line_and_never_runs(micro_sd, tmp_path):
@@ -77,7 +78,7 @@ def test_code_in_a_pickle_is_refused_in_one_short_line_and_never_runs(micro_sd, 
         conformer_xai.load_model(MICRO, checkpoint=evil)
     message = str(info.value)
     assert not marker.exists()
-    assert "\n" not in message and len(message) < 300, message
+    assert "\n" not in message and len(message.replace(str(evil), "")) < 250, message
     assert message.startswith(f"refused to load {evil}: it holds Python objects other than "
                               f"tensors ({os.system.__module__}.system)"), message
     assert "weights_only" in message

@@ -90,7 +90,7 @@ def note(message: str) -> None:
 
 #: The Python-API names in library messages and the options a CLI user knows them as.
 CLI_WORDING = (
-    (r"new_head=True \(CLI: --new-head\)|\bnew_head=True\b", "--new-head"),
+    (r"\bnew_head=True\b", "--new-head"),
     (r"\bnum_classes=(\d+)", r"--num-classes \1"),
     (r"\bin_chans=(\d+)", r"--in-chans \1"),
     (r"\bweights='(\w+)'", r"--weights \1"),
@@ -359,7 +359,7 @@ def check_weights(model: str, weights: str | None, checkpoint: str | None) -> No
         raise CliUsageError(f"--weights embedded exists only for {', '.join(EMBEDDED_MODELS)}; "
                             f"not for {model!r}")
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise CliRuntimeError(f"checkpoint not found: {checkpoint}")
+        raise CliUsageError(f"--checkpoint {checkpoint}: no such file")
 
 
 def default_weights(model: str, weights: str | None, checkpoint: str | None) -> str | None:

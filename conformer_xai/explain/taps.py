@@ -122,8 +122,8 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
         return _resnet_adapter(model)
     if isinstance(model, VisionTransformer):
         return _vit_adapter(model)
-    raise ValueError(f"cannot explain a {type(model).__name__}: no adapter for this model family; "
-                     f"supported: {'; '.join(SUPPORTED_FAMILIES)}")
+    raise ValueError(f"cannot explain a model of class {type(model).__name__}: no adapter for "
+                     f"this model family; supported: {'; '.join(SUPPORTED_FAMILIES)}")
 
 
 def _conformer_adapter(model) -> ModelAdapter:

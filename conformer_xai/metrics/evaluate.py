@@ -119,7 +119,7 @@ def evaluate(
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, desc=f"evaluate {model_label}", unit="batch")
+        batches = tqdm(batches, desc=f"evaluate {model_label}", unit="batch", disable=None)
     with Explainer(model, class_names=list(CLASS_NAMES)) as explainer:
         head_names = tuple(heads) if heads is not None else explainer.heads
         explain_kwargs["head"] = head_names

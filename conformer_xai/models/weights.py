@@ -398,10 +398,10 @@ def _fit_and_load(model: nn.Module, name: str, state_dict: dict[str, torch.Tenso
             want = getattr(model, "num_classes", None)
             raise WeightsError(
                 f"{origin} has heads for {ck} classes but the model was asked for {want}: pass "
-                f"new_head=True (CLI: --new-head) to start new heads, or num_classes={ck}")
+                f"new_head=True to start new heads, or num_classes={ck}")
         raise WeightsError(
             f"{origin} has no head weights for {name} ({', '.join(absent)} missing): pass "
-            f"new_head=True (CLI: --new-head) to start new heads")
+            f"new_head=True to start new heads")
     skipped = head_keys if differ or absent else []
     for k in skipped:
         del sd[k]
@@ -779,7 +779,7 @@ def _check_head_request(name: str, num_classes: int | None,
     if num_classes is not None and num_classes != pretrained_classes and not new_head:
         raise WeightsError(
             f"the ImageNet weights of {name} have {pretrained_classes} classes but the model was "
-            f"asked for {num_classes}: pass new_head=True (CLI: --new-head) to start new heads, "
+            f"asked for {num_classes}: pass new_head=True to start new heads, "
             f"or num_classes={pretrained_classes}")
     return traits
 

@@ -201,8 +201,8 @@ def train_model(name: str, steps: int, batch_size: int = DEFAULT_BATCH_SIZE,
     if eval_n < 0:
         raise ValueError(f"eval_n must be non-negative, got {eval_n}")
     lr = DEFAULT_LR[name] if lr is None else float(lr)
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr}")
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be positive and finite, got {lr}")
     warmup = min(200, max(1, steps // 20)) if warmup is None else max(1, int(warmup))
     say = log or (lambda _: None)
     if out is not None:
@@ -211,7 +211,7 @@ def train_model(name: str, steps: int, batch_size: int = DEFAULT_BATCH_SIZE,
         existing = [str(p) for p in (weights_path, meta_path) if p.exists()]
         if existing and not force:
             raise FileExistsError(f"{', '.join(existing)} already exist(s); pass force=True "
-                                  f"(--force) to overwrite")
+                                  f"to overwrite")
         out.mkdir(parents=True, exist_ok=True)
     if threads is not None:
         torch.set_num_threads(threads)
