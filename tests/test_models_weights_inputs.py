@@ -221,7 +221,7 @@ def test_unreachable_hub_fails_in_one_line_without_retry_chatter(tmp_path):
     assert line.startswith(f"WeightsError: cannot load timm's pretrained weights for resnet101: "
                            f"127.0.0.1:{endpoint.rsplit(':', 1)[1]} cannot be reached "
                            f"(ConnectError: "), line
-    assert line.endswith("and they are not cached; pass --checkpoint PATH with a local copy")
+    assert line.endswith("and they are not cached; pass checkpoint=PATH with a local copy")
 
 
 @pytest.fixture

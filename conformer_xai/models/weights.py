@@ -3,7 +3,8 @@
 Sources, all through :func:`load_model`:
 
 * a local checkpoint (``.pth``/``.pt``/``.bin`` read with ``torch.load(..., weights_only=True)``,
-  or safetensors, recognised by content whatever the suffix): flat, or wrapped under ``"model"``, ``"state_dict"`` or ``"model_ema"``;
+  or safetensors, recognised by content whatever the suffix): flat, or wrapped under
+  ``"model"``, ``"state_dict"`` or ``"model_ema"``;
   a DistributedDataParallel ``module.`` prefix is stripped and OpenMMLab's key names are renamed;
 * ``weights="imagenet"``: the published Conformer weights, downloaded from OpenMMLab's mirror
   (base URL overridable with the environment variable ``CONFORMER_XAI_BASE_URL``), checked
@@ -843,7 +844,7 @@ def _check_hub_reachable(name: str) -> None:
         raise WeightsError(
             f"cannot load timm's pretrained weights for {name}: {host} cannot be reached "
             f"({type(e).__name__}: {_one_line(e, 150)}) and they are not cached; pass "
-            f"--checkpoint PATH with a local copy") from e
+            f"checkpoint=PATH with a local copy") from e
 
 
 @contextlib.contextmanager
