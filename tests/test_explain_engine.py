@@ -200,7 +200,8 @@ def test_select_one_image(tiny_conformer, images):
                                             blocks=[12])
     last = exp.select(-1)
     assert len(last) == 1 and last.target.tolist() == [3]
-    torch.testing.assert_close(last.maps["gradcam/fused/cnn/12"], exp.maps["gradcam/fused/cnn/12"][1:])
+    key = "gradcam/fused/cnn/12"
+    torch.testing.assert_close(last.maps[key], exp.maps[key][1:])
     for bad in (2, -3, 0.0, True):
         with pytest.raises(ValueError, match=r"out of range for a batch of 2; accepted: 0\.\.1"):
             exp.select(bad)

@@ -61,7 +61,8 @@ FAITHFULNESS = ("last", "all", "none")
 @debug_option
 @report_errors
 def evaluate_command(model: str, weights: str | None, checkpoint: str | None, n: int,
-                     methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None, heads: tuple[str, ...] | None,
+                     methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
+                     heads: tuple[str, ...] | None,
                      faithfulness: str, steps: int, seed: int, batch_size: int, device: str,
                      as_json: bool, debug: bool) -> int:
     """Score the maps on N generated scenes whose object masks are known.
