@@ -490,7 +490,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(result))
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = out_dir / f"explain_speed_{cfg.device}_{cfg.dtype}_{stamp}.json"
+    variant = "".join(f"_{flag}" for flag, on in (("cl", cfg.channels_last),
+                                                  ("compile", cfg.compile)) if on)
+    path = out_dir / f"explain_speed_{cfg.device}_{cfg.dtype}{variant}_{stamp}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"\nwrote {path}")
     return 0

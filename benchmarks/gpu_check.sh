@@ -13,6 +13,10 @@
 #   3. bf16 autocast + channels-last: ours, the limit, forward (batch 64)
 #   4. only with WITH_COMPILE=1: bf16 + channels-last + regional torch.compile (batch 64)
 #
+# Rehearsal on a machine without a GPU (the tests do this, so that a lent machine's minutes are
+# not spent on a broken script): DEVICE=cpu MODEL=conformer_micro_patch16 INPUT_SIZE=64
+# BATCHES=1,2 REPEATS=1 WARMUP=0 bash benchmarks/gpu_check.sh runs every step on the CPU.
+#
 # Python: $PYTHON if set, else .venv/bin/python when its torch sees CUDA, else python3 (the
 # lent machines' python3 holds torch and timm). The repository is put on PYTHONPATH instead of
 # being installed. pytorch-grad-cam and captum are not on those machines: without them their
@@ -26,11 +30,19 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 RESULTS="${OUT:-$REPO/benchmarks/results}"
-mkdir -p "$RESULTS" "$REPO/benchmarks/results"
+mkdir -p "$RESULTS"
+DEVICE="${DEVICE:-cuda}"
+MODEL="${MODEL:-conformer_small_patch16}"
+INPUT_SIZE="${INPUT_SIZE:-224}"
+BATCHES="${BATCHES:-1,64}"
+LARGE="${BATCHES##*,}"           # the largest batch: the last of BATCHES
+WARMUP="${WARMUP:-3}"
+REPEATS="${REPEATS:-10}"
 
 if [ -n "${PYTHON:-}" ]; then
     PY="$PYTHON"
-elif [ -x .venv/bin/python ] && .venv/bin/python -c 'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
+elif [ -x .venv/bin/python ] && { [ "$DEVICE" = cpu ] || .venv/bin/python -c \
+        'import torch,sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }; then
     PY=.venv/bin/python
 else
     PY=python3
@@ -43,10 +55,13 @@ if compgen -G ".whl/*.whl" > /dev/null; then
 fi
 export PYTHONUNBUFFERED=1
 
-"$PY" - <<'PY'
-import importlib, torch
-assert torch.cuda.is_available(), "no CUDA device visible to torch"
-print("torch", torch.__version__, "on", torch.cuda.get_device_name(0))
+DEVICE="$DEVICE" "$PY" - <<'PY'
+import importlib, os, torch
+if os.environ["DEVICE"] == "cuda":
+    assert torch.cuda.is_available(), "no CUDA device visible to torch"
+    print("torch", torch.__version__, "on", torch.cuda.get_device_name(0))
+else:
+    print("torch", torch.__version__, "on the CPU (rehearsal)")
 for name in ("timm", "pytorch_grad_cam", "captum"):
     try:
         importlib.import_module(name)
@@ -58,17 +73,15 @@ PY
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
     --format=csv 2>/dev/null || true
 
-BENCH=("$PY" -m benchmarks --device cuda --model conformer_small_patch16 --out "$RESULTS")
-"${BENCH[@]}" --batch 1,64 --dtype fp32 --warmup 3 --repeats 10 | tee "$RESULTS/gpu_fp32.txt"
-"${BENCH[@]}" --batch 1,64 --dtype bf16 --warmup 3 --repeats 10 \
+BENCH=("$PY" -m benchmarks --device "$DEVICE" --model "$MODEL" --input-size "$INPUT_SIZE"
+       --warmup "$WARMUP" --repeats "$REPEATS" --out "$RESULTS")
+"${BENCH[@]}" --batch "$BATCHES" --dtype fp32 | tee "$RESULTS/gpu_fp32.txt"
+"${BENCH[@]}" --batch "$BATCHES" --dtype bf16 \
     --cases forward,fwd_bwd,ours_full,rollout_pass,captum_lgc | tee "$RESULTS/gpu_bf16.txt"
-"${BENCH[@]}" --batch 64 --dtype bf16 --channels-last --warmup 3 --repeats 10 \
+"${BENCH[@]}" --batch "$LARGE" --dtype bf16 --channels-last \
     --cases forward,fwd_bwd,ours_full | tee "$RESULTS/gpu_bf16_channels_last.txt"
 if [ "${WITH_COMPILE:-0}" = "1" ]; then
-    "${BENCH[@]}" --batch 64 --dtype bf16 --channels-last --compile --warmup 5 --repeats 10 \
+    "${BENCH[@]}" --batch "$LARGE" --dtype bf16 --channels-last --compile \
         --cases forward,fwd_bwd,ours_full | tee "$RESULTS/gpu_bf16_cl_compile.txt"
-fi
-if [ "$RESULTS" != "$REPO/benchmarks/results" ]; then
-    cp "$RESULTS"/explain_speed_cuda_*.json "$REPO/benchmarks/results/" 2>/dev/null || true
 fi
 echo "results in $RESULTS"

@@ -6,6 +6,7 @@ Only the schema is checked: speed goals are the benchmark's output, never a test
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,21 @@ def test_bad_options_exit_2_with_the_problem(tmp_path):
         assert proc.returncode == 2, (args, proc.stderr)
         assert words in proc.stderr and "Traceback" not in proc.stderr
     assert not list(tmp_path.glob("*.json"))
+
+
+def test_gpu_check_script_rehearses_every_step_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh, as a lent GPU machine runs it, with its CPU rehearsal settings:
+    every step must work before device minutes are spent on it."""
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "DEVICE": "cpu",
+           "MODEL": "conformer_micro_patch16", "INPUT_SIZE": "64", "BATCHES": "1,2",
+           "WARMUP": "0", "REPEATS": "1"}
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "pytorch_grad_cam ok" in proc.stdout and "captum ok" in proc.stdout
+    for name in ("gpu_fp32", "gpu_bf16", "gpu_bf16_channels_last"):
+        assert "| forward + backward to input (limit) |" in (tmp_path / f"{name}.txt").read_text()
+    runs = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("explain_speed_cpu_*.json"))]
+    settings = sorted((r["config"]["dtype"], r["config"]["channels_last"],
+                       tuple(run["batch"] for run in r["runs"])) for r in runs)
+    assert settings == [("bf16", False, (1, 2)), ("bf16", True, (2,)), ("fp32", False, (1, 2))]
