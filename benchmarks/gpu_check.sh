@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU measurement of issue 7, prepared for a lent machine (one GPU, no network): about
-# 3-4 minutes on an H100. Creates nothing outside the repository; results go to $OUT (when set,
-# as on the lent machine) and to benchmarks/results/.
+# 3-4 minutes on an H100. Results go to $OUT when it is set (as on the lent machine, whose $OUT
+# is what comes back), else to benchmarks/results/.
 #
 #   bash benchmarks/gpu_check.sh            # from the repository root (any folder works)
 #
