@@ -159,7 +159,7 @@ def test_new_head_with_one_head_absent_and_one_of_another_size(micro_sd, tmp_pat
     (dict(num_classes="3"), r"num_classes must be a positive integer or None .*got '3'"),
     (dict(num_classes=2.0), r"num_classes must be a positive integer or None .*got 2.0"),
     (dict(in_chans=0), r"in_chans must be a positive integer or None .*got 0"),
-    (dict(device="gpu"), r"unknown device 'gpu'; accepted: 'cpu', 'cuda', 'cuda:<n>'"),
+    (dict(device="gpu"), r"unknown device 'gpu'; accepted: cpu, cuda, cuda:<n>"),
 ])
 def test_bad_arguments_are_valueerrors_naming_what_is_accepted(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

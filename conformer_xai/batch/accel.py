@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
+from ..devices import DTYPES, resolve_device, resolve_dtype
+
 __all__ = ["resolve_device", "resolve_dtype", "prepare_model", "compile_regions", "DTYPES"]
-
-#: Accepted names of floating-point dtypes (for stored maps and for autocast).
-DTYPES = {"float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
-          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float32": torch.float32, "fp32": torch.float32, "float": torch.float32}
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    """A torch floating-point dtype from a name ("float16", "bf16", ...) or a dtype; None stays."""
-    if dtype is None or isinstance(dtype, torch.dtype):
-        if isinstance(dtype, torch.dtype) and not dtype.is_floating_point:
-            raise ValueError(f"dtype must be floating point, got {dtype}")
-        return dtype
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; accepted: {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to run on; "cuda" under torchrun means this process's ``LOCAL_RANK`` GPU.
-
-    Raises:
-        ValueError: CUDA was asked for and is not available, or the device string is unknown.
-    """
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(device)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {device!r}; accepted: cpu, cuda, cuda:<n>") from err
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("device 'cuda' requested but CUDA is not available; use device='cpu'")
-        if dev.index is None:
-            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    elif dev.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; accepted: cpu, cuda, cuda:<n>")
-    return dev
 
 
 def prepare_model(model: nn.Module, device: str | torch.device = "cpu",

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..batch.accel import resolve_dtype
+from ..devices import resolve_dtype
 from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
 from .methods.features import check_reduce, reduce_channels

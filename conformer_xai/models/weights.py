@@ -46,6 +46,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from ..devices import resolve_device
+
 __all__ = [
     "IMAGENET_BASE_URL", "IMAGENET_FILES", "IMAGENET_URLS", "BASE_URL_ENV", "EMBEDDED_MODELS",
     "CONFORMER_MODELS", "COMPARISON_MODELS", "KNOWN_MODELS", "WEIGHT_CHOICES", "PUBLISHED_TOP1",
@@ -705,7 +707,7 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
         raise ValueError(_unknown_name_message(name))
     _check_count("num_classes", num_classes)
     _check_count("in_chans", in_chans)
-    device = _check_device(device)
+    device = resolve_device(device)
     if weights is not None and weights not in WEIGHT_CHOICES:
         raise ValueError(f"unknown weights {weights!r}; choose one of "
                          f"{', '.join(map(repr, WEIGHT_CHOICES))}, or checkpoint=PATH")
@@ -753,24 +755,6 @@ def _check_count(what: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{what} must be a positive integer or None (read from the weights), "
                          f"got {value!r}")
-
-
-def _check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a torch.device; ValueError for unknown names and absent accelerators."""
-    accepted = "accepted: 'cpu', 'cuda', 'cuda:<n>' (where a GPU is present)"
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"unknown device {device!r}; {accepted}") from e
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r}: no CUDA GPU is available here; use 'cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) "
-                             f"here; {accepted}")
-    elif dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {device!r}: MPS is not available here; {accepted}")
-    return dev
 
 
 def _check_head_request(name: str, num_classes: int | None,
