@@ -263,7 +263,7 @@ class Explainer:
                 "attention_path": None if not need_attention
                 else ("fused, recomputed from qkv" if recompute else "explicit")}
         info.update(meta or {})
-        if not all(bool(torch.isfinite(v).all()) for v in logits.values()):
+        if not bool(torch.stack([torch.isfinite(v).all() for v in logits.values()]).all()):
             raise ValueError("the model's logits are NaN or infinite: check its weights "
                              "(a checkpoint holding NaN, say)")
         return Explanation(
