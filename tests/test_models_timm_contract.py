@@ -164,7 +164,10 @@ def test_fx_forward_and_backward_equal_eager(name, mode):
             torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name", REGISTERED)
+# With the tiny widths, the depth-12 patch-16 entry points (tiny, small, base, micro) build the
+# same graph; exporting (seconds each) covers each distinct structure once.
+@pytest.mark.parametrize("name", ["conformer_tiny_patch16", "conformer_small_patch32",
+                                  "conformer_tinytiny_patch16", "conformer_tinytinytiny_patch16"])
 def test_torch_export(name):
     model = build(name, num_classes=3).eval()
     x = batch(1)
