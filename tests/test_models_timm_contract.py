@@ -243,3 +243,18 @@ def test_backbone_feeds_a_feature_pyramid_on_a_non_square_input(mode):
     assert no_grad == {"model.trans_norm.weight", "model.trans_norm.bias"}
     assert all(p.grad.abs().sum() > 0 for p in neck.parameters())
     copy.deepcopy(backbone)  # a backbone is an ordinary module (detection code deep-copies)
+
+
+def test_pretrained_backbone_loads_the_weights_before_wrapping(tmp_path):
+    from safetensors.torch import save_file
+
+    source = build("conformer_tinytinytiny_patch16", num_classes=3).eval()
+    path = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    backbone = build("conformer_tinytinytiny_patch16", num_classes=3, pretrained=True,
+                     features_only=True, out_indices=(3,),
+                     pretrained_cfg_overlay=dict(file=str(path))).eval()
+    assert backbone.feature_info.channels() == [source.num_cnn_features]
+    with torch.no_grad():
+        (deepest,) = backbone(batch(1))
+        torch.testing.assert_close(deepest, source.forward_features(batch(1)).cnn, rtol=0, atol=0)
