@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from .lock import StoreLock, deferred_interrupt, lock_path
+from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
+from .stops import stop_point
 from .store import IMAGES, LOCAL_FILES, PREDICTIONS, PROGRESS, MapStore, is_shard_entry, store_state
 
 __all__ = ["merge_shards", "shard_dirs"]
@@ -53,10 +55,15 @@ def merge_shards(store: str | os.PathLike, remove_shards: bool = True) -> dict[s
     try:
         for d in shard_dirs(root):
             locks.append(StoreLock(root / f"{d.name}.lock", str(d)).acquire())
-        return _merge(root, remove_shards)
+        summary = _merge(root, remove_shards)
     finally:
         for lock in reversed(locks):
             lock.release()
+    for stale in root.glob("shard-*.lock"):  # lock files of killed ranks whose shard is gone
+        if not stale.with_suffix("").exists():
+            with contextlib.suppress(StoreBusyError, OSError):
+                StoreLock(stale, str(stale)).acquire().release()
+    return summary
 
 
 def _merge(root: Path, remove_shards: bool) -> dict[str, Any]:
@@ -149,11 +156,13 @@ def _merge(root: Path, remove_shards: bool) -> dict[str, Any]:
         merged.write_predictions()
         for p in [p for p in tmp.iterdir() if p.name != PROGRESS]:
             os.replace(p, root / p.name)
+        stop_point("merge-move")
         os.replace(tmp / PROGRESS, root / PROGRESS)  # from here on the merged store is finished
         tmp.rmdir()
     if remove_shards:
         for d in dirs:
             shutil.rmtree(d)
+            stop_point("merge-remove")
     return {"store": str(root), "images": n, "shards": world, "failed": len(failed),
             "predictions": str(root / PREDICTIONS), "already_merged": False}
 

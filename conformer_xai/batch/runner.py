@@ -20,6 +20,7 @@ from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
 from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
 from .merge import merge_shards, shard_dirs
+from .stops import stop_point
 from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, store_state
 
 __all__ = ["run_dataset", "distributed_env", "weights_fingerprint", "MAP_DTYPES"]
@@ -290,6 +291,7 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
         c = ms.chunk
         batches = [list(range(k * c, min(ms.n, (k + 1) * c)))
                    for k in sorted({int(p) // c for p in np.flatnonzero(~done)})]
+        vanished = set(ms.progress()["vanished"])
         dataset = ImageFiles(input_dir, ms.paths, data_config, crop=opts["crop"])
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, num_workers=opts["num_workers"] if batches else 0,
@@ -305,13 +307,16 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
                 exp = explainer.explain(_to_device(x, dev, channels_last), **explain_kwargs)
                 maps, packed = _pack(exp, list(grids), ms.logit_heads, dev, opts["dtype"])
                 failed = {start + i: e for i, e in enumerate(errors) if e}
+                keep = [p for p in range(start, stop) if p in vanished]
+                for p in keep:  # explained before, its file gone since: its records are kept
+                    failed.pop(p, None)
                 files = (stats.numpy(), digests.numpy())
                 while in_flight:  # at most one batch being written while the next one computes
                     in_flight.pop(0).result()
                 done_count += stop - start
                 in_flight.append(writer.submit(
-                    _write, ms, start, stop, maps, packed, failed, files, opts["on_batch"],
-                    done_count, ms.n))
+                    _write, ms, start, stop, maps, packed, failed, files, keep,
+                    opts["on_batch"], done_count, ms.n))
                 processed += stop - start
                 failed_now += len(failed)
             for f in in_flight:
@@ -523,7 +528,7 @@ def _pack(exp, keys: Sequence[str], logit_heads: Sequence[str], device: torch.de
 
 
 def _write(ms: MapStore, start: int, stop: int, maps: np.ndarray, stats: np.ndarray,
-           failed: Mapping[int, str], files: tuple[np.ndarray, np.ndarray],
+           failed: Mapping[int, str], files: tuple[np.ndarray, np.ndarray], keep: list[int],
            on_batch: Callable[[int, int], None] | None, done_count: int, total: int) -> None:
     n = stop - start
     bad = np.array([start + i in failed for i in range(n)])
@@ -543,7 +548,8 @@ def _write(ms: MapStore, start: int, stop: int, maps: np.ndarray, stats: np.ndar
         pred = np.where(bad, -1, pred).astype(np.int64)
         prob[bad], tprob[bad] = np.nan, np.nan
         preds[head] = (pred, prob, tprob)
-    ms.write_batch(start, stop, out_maps, ranges, target, preds, failed, files)
+    ms.write_batch(start, stop, out_maps, ranges, target, preds, failed, files, keep)
+    stop_point("batch")
     if on_batch is not None:
         on_batch(done_count, total)
 

@@ -45,6 +45,8 @@ from typing import Any
 
 import numpy as np
 
+from .stops import stop_point
+
 __all__ = ["MapStore", "FORMAT", "is_store", "store_state", "atomic_write_text",
            "ranges_from_mask"]
 
@@ -235,6 +237,7 @@ class MapStore:
         full = {**config, "format": FORMAT, "n": n, "chunk": c, "map_dtype": map_dtype,
                 "map_keys": list(grids), "logit_heads": list(logit_heads)}
         group.attrs.update({ATTR: full})
+        stop_point("create")
         # the completion marker: the store exists (and is resumable) from here on
         _write_progress(path, [], {}, [])
 
@@ -310,7 +313,8 @@ class MapStore:
                     ranges: Mapping[str, np.ndarray], target: np.ndarray,
                     preds: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
                     failed: Mapping[int, str],
-                    files: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                    files: tuple[np.ndarray, np.ndarray] | None = None,
+                    keep: Sequence[int] = ()) -> None:
         """Write positions ``[start, stop)`` (one chunk), then mark them done.
 
         Args:
@@ -318,33 +322,45 @@ class MapStore:
             target: (n,) explained classes. preds: head -> (pred, prob, target_prob), each (n,).
             failed: position -> error message for unreadable images (their maps are NaN).
             files: ((n, 3) size, mtime_ns, ctime_ns; (n, 32) sha256 bytes) of the files read.
+            keep: Positions whose stored records are kept as they are (images explained before
+                whose file vanished since), and stay marked vanished.
         """
         if start % self.chunk or (stop - start != self.chunk and stop != self.n):
             raise ValueError(f"batch [{start}, {stop}) is not aligned to chunks of {self.chunk}")
         g = self.group
+        keep = sorted(int(p) for p in keep)
+
+        def put(name: str, value: np.ndarray) -> None:
+            if keep:
+                value = np.array(value, copy=True)
+                value[np.asarray(keep) - start] = g[name].get_orthogonal_selection((keep,))
+            g[name][start:stop] = value
+
         for key in self.map_keys:
-            g[f"maps/{key}"][start:stop] = maps[key]
-            g[f"range/{key}"][start:stop] = ranges[key]
-        g["target"][start:stop] = target
+            put(f"maps/{key}", maps[key])
+            put(f"range/{key}", ranges[key])
+        put("target", target)
         for head in self.logit_heads:
             pred, prob, tprob = preds[head]
-            g[f"pred/{head}"][start:stop] = pred
-            g[f"prob/{head}"][start:stop] = prob
-            g[f"target_prob/{head}"][start:stop] = tprob
+            put(f"pred/{head}", pred)
+            put(f"prob/{head}", prob)
+            put(f"target_prob/{head}", tprob)
         if files is not None and "file" in g:
-            g["file/stat"][start:stop] = files[0]
-            g["file/sha256"][start:stop] = files[1]
-        self.mark_done(start, stop, failed)
+            put("file/stat", files[0])
+            put("file/sha256", files[1])
+        self.mark_done(start, stop, {k: v for k, v in failed.items() if k not in keep}, keep)
 
-    def mark_done(self, start: int, stop: int, failed: Mapping[int, str] | None = None) -> None:
-        """Add ``[start, stop)`` to the done positions (atomic replace of ``progress.json``)."""
+    def mark_done(self, start: int, stop: int, failed: Mapping[int, str] | None = None,
+                  vanished: Sequence[int] = ()) -> None:
+        """Add ``[start, stop)`` to the done positions (atomic replace of ``progress.json``);
+        of its positions, ``vanished`` stay marked vanished."""
         state = self.progress()
         mask = self.done_mask()
         mask[start:stop] = True
         fails = {k: v for k, v in state["failed"].items() if not start <= k < stop}
         fails.update(failed or {})
-        vanished = [v for v in state["vanished"] if not start <= v < stop]
-        self._write_progress(ranges_from_mask(mask), fails, vanished)
+        kept = [v for v in state["vanished"] if not start <= v < stop or v in vanished]
+        self._write_progress(ranges_from_mask(mask), fails, kept)
 
     # ------------------------------------------------------------------ reading
     @property
