@@ -27,8 +27,8 @@ from PIL import Image
 
 from conformer_xai import load_model
 from conformer_xai.batch import MapStore, merge_shards, run_dataset
-from conformer_xai.batch.merge import shard_dirs
 from conformer_xai.batch.lock import StoreBusyError
+from conformer_xai.batch.merge import shard_dirs
 from conformer_xai.cli._common import cli_wording
 
 SCRIPT = Path(sys.executable).parent / "conformer-xai"
@@ -170,8 +170,9 @@ def test_sigkill_while_creating_a_new_store_then_resume(tmp_path, images, clean)
     assert not store.exists()  # built in a temporary sibling, never renamed into place
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".maps.zarr.creating-")]
 
-    result = run(images, "--out", store, *CLI)
-    assert result.returncode == 0, result.stderr
+    with pytest.warns(UserWarning, match=f"took over the lock of process {proc.pid}"):
+        summary = run_dataset(images, store, model(), **API)
+    assert summary["processed"] == N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["maps.zarr"]  # no lock, no leftover
     assert stat.S_IMODE(store.stat().st_mode) == 0o755
     for name in ("zarr.json", "images.json", "progress.json", "predictions.csv"):
@@ -189,8 +190,9 @@ def test_sigkill_while_creating_in_an_existing_empty_folder_then_force(tmp_path,
     assert (store / ".conformer-xai-creating").exists()  # ours, half-created
     assert not (store / "progress.json").exists()
 
-    result = run(images, "--out", store, *CLI, "--no-resume", "--force")
-    assert result.returncode == 0, result.stderr
+    with pytest.warns(UserWarning, match="took over the lock"):
+        summary = run_dataset(images, store, model(), **API, resume=False, force=True)
+    assert summary["processed"] == N
     assert stat.S_IMODE(store.stat().st_mode) == 0o555  # the folder itself was kept
     assert not (store / ".conformer-xai-creating").exists()
     assert_same_store(store, clean)
@@ -207,9 +209,7 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_store(tmp_path, images, clean):
         assert (store / "progress.json").exists()
     done = json.loads((store / "progress.json").read_text())["done"]
     assert done and done != [[0, N]]
-    result = run(images, "--out", store, *CLI, "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["already_done"] >= 2
+    assert run_dataset(images, store, model(), **API)["already_done"] >= 2
     assert_same_store(store, clean)
 
 
@@ -220,19 +220,20 @@ def test_second_writer_is_refused_and_a_dead_writers_lock_taken_over(tmp_path, i
     wait_stopped(first)  # alive, holding the lock, one batch done
     lock = tmp_path / "s.zarr.lock"
     assert lock.read_text().strip() == str(first.pid)
-    for extra in ([], ["--no-resume", "--force"]):
-        second = run(images, "--out", store, *CLI, *extra)
-        assert second.returncode == 2, second.stderr
-        assert second.stderr.splitlines() == [
-            f"conformer-xai: error: {store} is being written by process {first.pid} (lock file "
-            f"{lock}); wait for it to finish or stop it, or choose another store path"]
+    second = run(images, "--out", store, *CLI)
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.splitlines() == [
+        f"conformer-xai: error: {store} is being written by process {first.pid} (lock file "
+        f"{lock}); wait for it to finish or stop it, or choose another store path"]
+    with pytest.raises(StoreBusyError, match=f"process {first.pid}"):  # --no-resume --force
+        run_dataset(images, store, model(), **API, resume=False, force=True)
     assert json.loads((store / "progress.json").read_text())["done"] == [[0, 2]]
 
     kill(first)  # the lock file stays, naming a dead process
     assert lock.read_text().strip() == str(first.pid)
-    third = run(images, "--out", store, *CLI)
-    assert third.returncode == 0, third.stderr
-    assert f"took over the lock of process {first.pid}" in third.stderr
+    with pytest.warns(UserWarning, match=f"took over the lock of process {first.pid}"):
+        third = run_dataset(images, store, model(), **API)
+    assert third["already_done"] == 2 and third["processed"] == N - 2
     assert not lock.exists()
     assert_same_store(store, clean)
 
@@ -309,11 +310,13 @@ def test_sigkill_mid_merge_resumes_and_never_deletes_the_merged_store(tmp_path, 
     assert (store / "progress.json").exists()
     assert [p.name for p in shard_dirs(store)] == ["shard-1"]
     merged = {k: v for k, v in snapshot(store).items() if not k.startswith("shard-")}
-    for _ in range(2):  # idempotent
-        result = run(images, "--out", store, "--merge")
-        assert result.returncode == 0, result.stderr
-        assert "already merged" in result.stderr
+    result = run(images, "--out", store, "--merge")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        f"conformer-xai: note: {store} is already merged ({N} images); nothing to do"]
     assert snapshot(store) == merged  # shard-1 and the killed merge's lock files are gone
+    assert merge_shards(store)["already_merged"] is True  # idempotent
+    assert snapshot(store) == merged
     assert_same_store(store, clean)
 
     # a rank started again finds the merged store: nothing to do, said plainly
@@ -393,20 +396,20 @@ def test_failed_image_is_retried_once_fixed(tmp_path, images):
 
 
 # ------------------------------------------------------------------ --out and small items
-def test_out_symlink_dot_and_read_only_complete_store(tmp_path, images, clean):
+def test_out_symlink_dot_and_read_only_complete_store(tmp_path, images, clean, monkeypatch):
+    net = model()
     target = tmp_path / "target"
     target.mkdir()
     link = tmp_path / "link"
     link.symlink_to(target)
-    result = run(images, "--out", link, *CLI)
-    assert result.returncode == 0, result.stderr
+    assert run_dataset(images, link, net, **API)["processed"] == N
     assert link.is_symlink() and (target / "progress.json").exists()
     assert_same_store(link, clean)
 
     here = tmp_path / "here"
     here.mkdir()
-    result = run(images, "--out", ".", *CLI, cwd=here)
-    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(here)
+    assert run_dataset(images, ".", net, **API)["processed"] == N
     assert_same_store(here, clean)
 
     # a complete store, read-only, resumes to a no-op that writes nothing
@@ -414,11 +417,8 @@ def test_out_symlink_dot_and_read_only_complete_store(tmp_path, images, clean):
         p.chmod(p.stat().st_mode & ~0o222)
     before = snapshot(tmp_path)
     try:
-        result = run(images, "--out", ".", *CLI, cwd=here)
-        assert result.returncode == 0, result.stderr
-        assert result.stderr.splitlines() == [
-            "conformer-xai: note: 0 images explained, 0 failed, 6 already done (0 failed in "
-            "all) -> ."]
+        again = run_dataset(images, ".", net, **API)
+        assert again["processed"] == 0 and again["already_done"] == N
         assert snapshot(tmp_path) == before
     finally:
         for p in [here, *here.rglob("*")]:

@@ -463,7 +463,9 @@ def _check_files(ms: MapStore, input_dir: Path, root: Path, paths: Sequence[str]
             changed += 1
     retried = [int(p) for p in np.flatnonzero(done & failed)
                if not (stat_now[p] == stat_then[p]).all()]
-    vanished = sorted(int(p) for p in np.flatnonzero(done & missing & ~failed))
+    marked = np.zeros(ms.n, dtype=bool)
+    marked[state["vanished"]] = True  # undone since (killed before its chunk was redone)
+    vanished = sorted(int(p) for p in np.flatnonzero((done | marked) & missing & ~failed))
     vanished_changed = vanished != sorted(state["vanished"])
     if vanished_changed:
         ms.set_vanished(vanished)

@@ -283,8 +283,8 @@ class MapStore:
         _write_progress(self.path, done, failed, vanished)
 
     def unmark(self, positions: Iterable[int]) -> None:
-        """Mark positions undone (to be computed again), with their failures and vanished
-        marks cleared."""
+        """Mark positions undone (to be computed again), with their failures cleared; vanished
+        ones stay marked (their records are kept when their batch is written again)."""
         drop = {int(p) for p in positions}
         if not drop:
             return
@@ -293,7 +293,7 @@ class MapStore:
         mask[sorted(drop)] = False
         self._write_progress(ranges_from_mask(mask),
                              {k: v for k, v in state["failed"].items() if k not in drop},
-                             [v for v in state["vanished"] if v not in drop])
+                             state["vanished"])
 
     def set_vanished(self, positions: Iterable[int]) -> None:
         """Record the done positions whose image file no longer exists."""
