@@ -60,7 +60,13 @@ def start(*args: str, stop_at: str | None = None, cwd: Path | None = None,
     extra = {"CONFORMER_XAI_STOP_AT": stop_at} if stop_at else {}
     return subprocess.Popen([str(SCRIPT), "explain-dataset", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
-                            env={**os.environ, **extra, **(env or {})})
+                            env={**os.environ, **extra, **(env or {})}, preexec_fn=default_sigint)
+
+
+def default_sigint() -> None:
+    """In the child: Ctrl-C's default action, even when this test runs in a background job
+    (which ignores SIGINT, and an ignored SIGINT stays ignored in Python)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
