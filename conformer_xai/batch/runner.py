@@ -432,9 +432,10 @@ def _check_files(ms: MapStore, input_dir: Path, root: Path, paths: Sequence[str]
     if world > 1 and len(shard_dirs(root)) < world:
         new = []  # the other shards do not exist yet: their images cannot be told from new ones
     if new and not extend:
+        how = ("extend=True adds them to the store" if world == 1 else "merge the shards, "
+               "then extend=True adds them to the merged store")
         raise ValueError(f"{input_dir} holds {len(new)} image(s) that {ms.path} does not "
-                         f"(first: {new[0]}); extend=True adds them to the store; or choose "
-                         "another store path")
+                         f"(first: {new[0]}); {how}; or choose another store path")
     added = 0
     if new:
         ms.extend(new)
