@@ -299,6 +299,9 @@ def test_sigkill_mid_merge_resumes_and_never_deletes_the_merged_store(tmp_path, 
     kill(proc)
     assert (store / "maps").is_dir() and not (store / "progress.json").exists()
     assert len(shard_dirs(store)) == 2
+    with pytest.raises(FileExistsError, match="unmerged shards"):  # never cleared by a run
+        run_dataset(images, store, model(), **API, force=True)
+    assert len(shard_dirs(store)) == 2 and (store / "maps").is_dir()
     result = run(images, "--out", store, "--merge")
     assert result.returncode == 0, result.stderr
     assert result.stderr.splitlines() == [

@@ -12,13 +12,20 @@ import numpy as np
 
 from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
 from .stops import stop_point
-from .store import IMAGES, LOCAL_FILES, PREDICTIONS, PROGRESS, MapStore, is_shard_entry, store_state
+from .store import (
+    LOCAL_FILES,
+    PREDICTIONS,
+    PROGRESS,
+    STORE_ENTRIES,
+    MapStore,
+    is_shard_entry,
+    store_state,
+)
 
 __all__ = ["merge_shards", "shard_dirs"]
 
 #: Entries a (possibly interrupted) merge writes into the store root, besides the shards.
-_MERGED_ENTRIES = ("zarr.json", "maps", "range", "target", "pred", "prob", "target_prob",
-                   "file", "index", IMAGES, PREDICTIONS, PROGRESS)
+_MERGED_ENTRIES = STORE_ENTRIES
 _TMP = ".merge-tmp"
 
 

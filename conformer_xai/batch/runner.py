@@ -348,6 +348,9 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
 def _not_ours(path: Path, state: str) -> str:
     if state == "file":
         return f"{path} exists and is not a folder; choose another store path"
+    if state == "creating":
+        return (f"{path} holds a conformer-xai store that is still being created (or was killed "
+                "while being created); run the same command again without torchrun")
     if state == "shards":
         ranks = sorted(int(p.name[6:]) for p in path.glob("shard-*") if p.name[6:].isdigit())
         return (f"{path} holds the unmerged shards of a torchrun run (shard-"

@@ -56,6 +56,9 @@ PROGRESS = "progress.json"
 IMAGES = "images.json"
 PREDICTIONS = "predictions.csv"
 CREATING = ".conformer-xai-creating"
+#: Entries of a store folder (those a merge moves into the store root).
+STORE_ENTRIES = ("zarr.json", "maps", "range", "target", "pred", "prob", "target_prob", "file",
+                 "index", IMAGES, PREDICTIONS, PROGRESS)
 #: Files of ours that may sit inside a store folder without being part of the store.
 LOCAL_FILES = (CREATING, ".conformer-xai.lock")
 
@@ -105,21 +108,25 @@ def is_store(path: Path) -> bool:
 
 def store_state(path: Path) -> str:
     """What ``path`` holds: "absent", "file" (not a folder), "empty", "creating" (a store of
-    ours killed while being created), "store", "shards" (only the shards of a torchrun run,
-    unmerged) or "foreign" (anything else: never touched)."""
+    ours killed while being created), "store", "shards" (the shards of a torchrun run, not
+    merged yet, perhaps with an interrupted merge's entries) or "foreign" (anything else:
+    never touched)."""
     if not path.exists():
         return "absent"
     if not path.is_dir():
         return "file"
+    entries = [p.name for p in path.iterdir() if p.name not in LOCAL_FILES]
+    complete = is_store(path) and (path / PROGRESS).exists()
+    if (not complete and any(is_shard_entry(name) and not name.endswith(".lock")
+                             and not name.startswith(".") for name in entries)
+            and all(is_shard_entry(name) or name in STORE_ENTRIES for name in entries)):
+        return "shards"  # with the leftovers of an interrupted merge, maybe: never cleared
     if (path / CREATING).exists():
         return "creating"
     if is_store(path):
-        return "store" if (path / PROGRESS).exists() else "creating"
-    entries = [p.name for p in path.iterdir() if p.name not in LOCAL_FILES]
+        return "store" if complete else "creating"
     if not entries:
         return "empty"
-    if all(is_shard_entry(name) for name in entries):
-        return "shards"
     return "foreign"
 
 
