@@ -117,8 +117,7 @@ def store_state(path: Path) -> str:
         return "file"
     entries = [p.name for p in path.iterdir() if p.name not in LOCAL_FILES]
     complete = is_store(path) and (path / PROGRESS).exists()
-    if (not complete and any(is_shard_entry(name) and not name.endswith(".lock")
-                             and not name.startswith(".") for name in entries)
+    if (not complete and any(is_shard_entry(name) for name in entries)
             and all(is_shard_entry(name) or name in STORE_ENTRIES for name in entries)):
         return "shards"  # with the leftovers of an interrupted merge, maybe: never cleared
     if (path / CREATING).exists():
