@@ -2,15 +2,44 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["list_images", "ImageFiles"]
+__all__ = ["list_images", "ImageFiles", "file_state", "file_stat"]
+
+
+def file_stat(path: str | os.PathLike) -> np.ndarray:
+    """``[size, mtime_ns, ctime_ns]`` of a file (int64); ``[-1, -1, -1]`` when it is missing."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return np.full(3, -1, dtype=np.int64)
+    return np.array([st.st_size, st.st_mtime_ns, st.st_ctime_ns], dtype=np.int64)
+
+
+def file_state(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """``(file_stat, sha256)`` of a file, the digest as 32 uint8 (zeros when unreadable).
+
+    The stat is taken on the open file, so that it belongs to the bytes hashed.
+    """
+    digest = np.zeros(32, dtype=np.uint8)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            h = hashlib.sha256()
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError:
+        return file_stat(path), digest
+    digest[:] = np.frombuffer(h.digest(), dtype=np.uint8)
+    return np.array([st.st_size, st.st_mtime_ns, st.st_ctime_ns], dtype=np.int64), digest
 
 
 def list_images(root: str | os.PathLike) -> list[str]:
@@ -30,7 +59,8 @@ def list_images(root: str | os.PathLike) -> list[str]:
 
 
 class ImageFiles(Dataset):
-    """Images ``root/<path>``; item = (normalised (C, H, W) tensor, position, error message).
+    """Images ``root/<path>``; item = (normalised (C, H, W) tensor, position, error message,
+    (3,) int64 file stat, (32,) uint8 sha256 of the file: see :func:`file_state`).
 
     Each file goes through :func:`conformer_xai.load_image` with one resolved data config. An
     unreadable file gives a zero tensor and its error message (the message is empty when the
@@ -48,12 +78,14 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, str, torch.Tensor, torch.Tensor]:
         from ..data import load_image
 
+        path = self.root / self.paths[i]
+        stat, digest = file_state(path)
+        state = torch.from_numpy(stat), torch.from_numpy(digest)
         try:
-            x, _ = load_image(self.root / self.paths[i], None, crop=self.crop,
-                              data_config=self.data_config)
+            x, _ = load_image(path, None, crop=self.crop, data_config=self.data_config)
         except (OSError, ValueError) as err:
-            return torch.zeros(self.input_shape), i, str(err)[:500] or type(err).__name__
-        return x[0], i, ""
+            return torch.zeros(self.input_shape), i, str(err)[:500] or type(err).__name__, *state
+        return x[0], i, "", *state

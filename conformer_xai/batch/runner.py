@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -15,16 +17,19 @@ import torch
 from torch import nn
 
 from .accel import prepare_model, resolve_device, resolve_dtype
-from .images import ImageFiles, list_images
-from .merge import merge_shards
-from .store import PROGRESS, MapStore, is_store
+from .images import ImageFiles, file_stat, file_state, list_images
+from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
+from .merge import merge_shards, shard_dirs
+from .stops import stop_point
+from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, store_state
 
 __all__ = ["run_dataset", "distributed_env", "weights_fingerprint", "MAP_DTYPES"]
 
 #: Dtypes the maps can be stored in.
 MAP_DTYPES = ("float16", "float32")
-#: Configuration fields that are not part of a run's identity (a resume may change them).
-_SHARD_FIELDS = ("world_size", "rank", "n")
+#: Configuration fields that are not part of a run's identity (a resume may change them; the
+#: image list is compared file by file instead).
+_RESUMABLE_FIELDS = ("world_size", "rank", "n", "n_total", "merged_from")
 
 
 def distributed_env(world_size: int | None = None, rank: int | None = None) -> tuple[int, int]:
@@ -74,6 +79,7 @@ def run_dataset(
     compile: bool | str = False,
     resume: bool = True,
     force: bool = False,
+    extend: bool = False,
     world_size: int | None = None,
     rank: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
@@ -90,7 +96,15 @@ def run_dataset(
 
     Resumable: a batch's arrays are written before the batch is marked done in
     ``progress.json`` (replaced atomically), so a run killed at any point restarts where it
-    stopped, with no partial records. Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r explains
+    stopped, with no partial records; a store killed while being created is created again.
+    One writer at a time: the run holds a lock on ``<store>.lock`` (a rank: on
+    ``<store>/shard-<rank>.lock``) from before the store exists to the end; a second writer
+    gets :class:`~conformer_xai.batch.lock.StoreBusyError` naming the holder's PID, and the
+    lock of a killed process is taken over. A resume checks the files, not only their names:
+    a done image whose size or mtime changed is hashed (sha256, recorded when it was read) and
+    explained again when its content changed; failed images are retried once their file
+    changed; images that vanished are marked; new images are refused unless ``extend``.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) rank r explains
     images r, r + W, r + 2W, ... into ``<store>/shard-<r>``; on CUDA the ranks join an NCCL
     process group only to wait for each other, and rank 0 then merges the shards by index into
     ``<store>``. On CPU no process group is created: run :func:`merge_shards` once every rank
@@ -101,7 +115,7 @@ def run_dataset(
         store: Output directory (the Zarr store root).
         model: A model the explainer supports (moved to ``device`` and set to eval mode).
         batch_size: Images per batch, also the store's chunk length. A resumed run keeps the
-            batch size the store was created with.
+            batch size the store was created with (a warning says so when they differ).
         num_workers: DataLoader worker processes (0 = load in this process).
         methods, blocks, heads, target, reduce: As :meth:`Explainer.explain` (heads = its
             ``head``; target None = each image's top-1 class).
@@ -117,20 +131,25 @@ def run_dataset(
         resume: Continue an existing store written with the same settings.
         force: Start over, replacing an existing store written by this function (a folder
             that is not such a store is never deleted).
+        extend: On resume, add the images of ``input_dir`` that the store does not hold yet
+            (appended after the stored ones; single-process stores only).
         world_size, rank: Sharding; None = torchrun's ``WORLD_SIZE`` / ``RANK`` (default 1, 0).
         on_batch: Called as ``on_batch(done, total)`` after each batch is marked done (in the
             writer thread), e.g. to drive a progress bar.
 
     Returns:
-        A summary: store, shard, images, assigned, already_done, processed, failed (a count),
-        failures (``{"input": path, "error": message}`` per unreadable image of this shard),
-        batch_size, seconds, images_per_second, device, world_size, rank, map_keys,
-        predictions, merged.
+        A summary: store, shard, images, assigned, already_done, processed (images computed in
+        this run), explained (processed less failed ones), failed (a count, this shard's
+        store), failures (``{"input": path, "error": message}`` per unreadable image), added,
+        changed, retried, vanished (the resume's file check), batch_size, seconds,
+        images_per_second, device, world_size, rank, map_keys, predictions, merged.
 
     Raises:
         FileNotFoundError: ``input_dir`` does not exist.
         FileExistsError: ``store`` exists and may not be resumed or replaced.
-        ValueError: Bad arguments, no images, or a store written with different settings.
+        StoreBusyError: Another live process writes the store.
+        ValueError: Bad arguments, no images, new images without ``extend``, or a store
+            written with different settings.
     """
     t0 = time.perf_counter()
     batch_size = _positive_int("batch_size", batch_size)
@@ -144,129 +163,229 @@ def run_dataset(
     input_dir, root = Path(input_dir), Path(store)
     paths = list_images(input_dir)
     dev = resolve_device(device)
+    if extend and world > 1:
+        raise ValueError("extend=True works on single-process stores; merge the shards first, "
+                         "then extend the merged store")
+    shard = root if world == 1 else root / f"shard-{rank}"
+    lock = _lock(root, shard, world)
+    try:
+        summary, ms = _run_locked(
+            input_dir, root, shard, paths, model, lock, dev, world, rank, t0,
+            batch_size=batch_size, num_workers=num_workers, methods=methods, blocks=blocks,
+            heads=heads, target=target, reduce=reduce, input_size=input_size, crop=crop,
+            dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
+            resume=resume, force=force, extend=extend, on_batch=on_batch)
+    finally:
+        if lock is not None:
+            lock.release()
+    if ms is not None and world > 1 and dev.type == "cuda":
+        summary["merged"] = _wait_and_merge(root, rank, dev)
+        if summary["merged"]:
+            summary["predictions"] = str(root / PREDICTIONS)
+    elapsed = time.perf_counter() - t0
+    summary.update(seconds=elapsed,
+                   images_per_second=summary["processed"] / elapsed if elapsed else 0.0)
+    return summary
+
+
+def _lock(root: Path, shard: Path, world: int) -> StoreLock | None:
+    """Take the store's writer lock before anything of the store is created.
+
+    A single process locks ``<store>.lock`` beside the store; a torchrun rank locks
+    ``<store>/shard-<rank>.lock`` (its own shard). A complete store that cannot be locked
+    because its folders are read-only is resumed without a lock (the resume writes nothing).
+    """
+    if root.is_symlink() and not root.exists():
+        raise FileNotFoundError(f"{root} is a symbolic link to a missing folder")
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} exists and is not a folder; choose another store path")
+    if world == 1:
+        path, what = lock_path(root), str(root)
+        root.absolute().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        state = store_state(root)
+        if state == "store":
+            _refuse_single_store(root)
+            return None  # the merged store of a finished run: nothing is written
+        if state not in ("absent", "empty", "shards"):
+            raise FileExistsError(_not_ours(root, state))
+        root.mkdir(parents=True, exist_ok=True)
+        path, what = root / f"{shard.name}.lock", str(shard)
+    lock = StoreLock(path, what)
+    try:
+        lock.acquire()
+    except (PermissionError, OSError) as err:
+        if isinstance(err, StoreBusyError) or err.errno not in (errno.EACCES, errno.EPERM,
+                                                                errno.EROFS):
+            raise
+        if store_state(shard) == "store" and MapStore(shard).complete():
+            return None
+        raise
+    if lock.stale_pid is not None:
+        warnings.warn(f"took over the lock of process {lock.stale_pid}, which no longer runs "
+                      f"(killed?); resuming {shard}", stacklevel=3)
+    return lock
+
+
+def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], model: nn.Module,
+                lock: StoreLock | None, dev: torch.device, world: int, rank: int, t0: float,
+                **opts: Any) -> tuple[dict[str, Any], MapStore | None]:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     fingerprint = weights_fingerprint(model)
-
-    model = prepare_model(model, dev, channels_last=channels_last, compile=compile)
+    channels_last = opts["channels_last"]
+    model = prepare_model(model, dev, channels_last=channels_last, compile=opts["compile"])
     from ..data import resolve_data_config
 
-    data_config = resolve_data_config(model, None, input_size)
+    data_config = resolve_data_config(model, None, opts["input_size"])
     input_shape = tuple(int(s) for s in data_config["input_size"])
 
     from ..explain import Explainer
 
-    explain_kwargs = dict(target=target, head=heads, methods=methods, blocks=blocks,
-                          reduce=reduce, autocast_dtype=amp_dtype, upsample=False)
+    explain_kwargs = dict(target=opts["target"], head=opts["heads"], methods=opts["methods"],
+                          blocks=opts["blocks"], reduce=opts["reduce"],
+                          autocast_dtype=opts["amp_dtype"], upsample=False)
     explainer = Explainer(model)
-    probe = explainer.explain(_to_device(torch.zeros(1, *input_shape), dev, channels_last),
-                              **explain_kwargs)
-    grids = {key: tuple(int(s) for s in r.shape[-2:]) for key, r in probe.raw.items()
-             if not key.startswith("attention_heads/")}
-    config = {
-        "model_name": probe.model_name, "weights_sha256": fingerprint,
-        "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
-        "files_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
-        "n_total": len(paths), "input_size": list(input_shape),
-        "data_config": {k: _jsonable(v) for k, v in data_config.items()}, "crop": crop,
-        "methods": list(probe.meta["methods"]), "blocks": _jsonable(blocks),
-        "heads": list(probe.heads), "target": target, "reduce": reduce,
-        "autocast_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
-        "map_dtype": dtype, "world_size": world, "rank": rank,
-    }
-    mine = np.arange(rank, len(paths), world, dtype=np.int64)
-    shard = root if world == 1 else root / f"shard-{rank}"
-    summary: dict[str, Any] = {
-        "store": str(root), "shard": None if world == 1 else str(shard), "images": len(paths),
-        "assigned": int(mine.size), "device": str(dev), "world_size": world, "rank": rank,
-        "map_keys": list(grids), "predictions": None, "merged": False}
-
-    if world > 1 and _finished_merge(root, config, resume):
-        summary.update(already_done=int(mine.size), processed=0, failed=None,
-                       batch_size=batch_size, seconds=time.perf_counter() - t0,
-                       images_per_second=0.0, predictions=str(root / "predictions.csv"),
-                       merged=True)
-        return summary
-    ms = _open_or_create(shard, root, world, config, resume, force, paths, mine, grids,
-                         list(probe.logits), batch_size, dtype)
-    done = ms.done_mask()
-    pending = np.flatnonzero(~done)
-    dataset = ImageFiles(input_dir, [paths[i] for i in mine], data_config, crop=crop)
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, pending.tolist()), batch_size=ms.chunk, shuffle=False,
-        num_workers=num_workers, pin_memory=dev.type == "cuda", drop_last=False)
-
-    processed = 0
-    done_count = int(done.sum())
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conformer-xai-writer")
-    in_flight: list[Future] = []
     try:
-        for x, positions, errors in loader:
-            start, stop = int(positions[0]), int(positions[-1]) + 1
-            if stop - start != len(positions):
-                raise RuntimeError(f"batch positions {positions.tolist()} are not contiguous")
-            exp = explainer.explain(_to_device(x, dev, channels_last), **explain_kwargs)
-            maps, stats = _pack(exp, list(grids), ms.logit_heads, dev, dtype)
-            failed = {start + i: e for i, e in enumerate(errors) if e}
-            while in_flight:  # at most one batch being written while the next one computes
-                in_flight.pop(0).result()
-            done_count += stop - start
-            in_flight.append(writer.submit(
-                _write, ms, start, stop, maps, stats, failed, on_batch, done_count, ms.n))
-            processed += stop - start
-        for f in in_flight:
-            f.result()
+        probe = explainer.explain(_to_device(torch.zeros(1, *input_shape), dev, channels_last),
+                                  **explain_kwargs)
+        blocks = explainer._resolve_blocks(opts["blocks"], probe.meta["methods"])
+        amp_dtype = opts["amp_dtype"]
+        grids = {key: tuple(int(s) for s in r.shape[-2:]) for key, r in probe.raw.items()
+                 if not key.startswith("attention_heads/")}
+        config = {
+            "model_name": probe.model_name, "weights_sha256": fingerprint,
+            "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
+            "n_total": len(paths), "input_size": list(input_shape),
+            "data_config": {k: _jsonable(v) for k, v in data_config.items()},
+            "crop": opts["crop"], "methods": list(probe.meta["methods"]), "blocks": blocks,
+            "heads": list(probe.heads), "target": opts["target"], "reduce": opts["reduce"],
+            "autocast_dtype": None if amp_dtype is None
+            else str(amp_dtype).removeprefix("torch."),
+            "map_dtype": opts["dtype"], "world_size": world, "rank": rank,
+        }
+        mine = np.arange(rank, len(paths), world, dtype=np.int64)
+        summary: dict[str, Any] = {
+            "store": str(root), "shard": None if world == 1 else str(shard),
+            "images": len(paths), "assigned": int(mine.size), "device": str(dev),
+            "world_size": world, "rank": rank, "map_keys": list(grids), "predictions": None,
+            "merged": False, "added": 0, "changed": 0, "retried": 0, "vanished": 0}
+
+        if world > 1 and _finished_merge(root, config, opts["resume"]):
+            summary.update(already_done=int(mine.size), processed=0, explained=0, failed=None,
+                           failures=[], batch_size=opts["batch_size"],
+                           predictions=str(root / PREDICTIONS), merged=True)
+            return summary, None
+        with deferred_interrupt():
+            ms, created = _open_or_create(shard, root, world, config, opts["resume"],
+                                          opts["force"], paths, mine, grids,
+                                          list(probe.logits), opts["batch_size"], opts["dtype"])
+            checked = {} if created else _check_files(ms, input_dir, root, paths, world,
+                                                      opts["extend"])
+        summary.update(checked)
+        if ms.chunk != opts["batch_size"] and not created:
+            warnings.warn(f"{shard} was created with batch size {ms.chunk} (its chunk length); "
+                          f"resuming with {ms.chunk}, not {opts['batch_size']}", stacklevel=4)
+        summary["assigned"] = ms.n
+        done = ms.done_mask()
+        c = ms.chunk
+        batches = [list(range(k * c, min(ms.n, (k + 1) * c)))
+                   for k in sorted({int(p) // c for p in np.flatnonzero(~done)})]
+        vanished = set(ms.progress()["vanished"])
+        dataset = ImageFiles(input_dir, ms.paths, data_config, crop=opts["crop"])
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=batches, num_workers=opts["num_workers"] if batches else 0,
+            pin_memory=dev.type == "cuda")
+
+        processed = failed_now = 0
+        done_count = ms.n - sum(len(b) for b in batches)
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conformer-xai-writer")
+        in_flight: list[Future] = []
+        try:
+            for x, positions, errors, stats, digests in loader:
+                start, stop = int(positions[0]), int(positions[-1]) + 1
+                exp = explainer.explain(_to_device(x, dev, channels_last), **explain_kwargs)
+                maps, packed = _pack(exp, list(grids), ms.logit_heads, dev, opts["dtype"])
+                failed = {start + i: e for i, e in enumerate(errors) if e}
+                keep = [p for p in range(start, stop) if p in vanished]
+                for p in keep:  # explained before, its file gone since: its records are kept
+                    failed.pop(p, None)
+                files = (stats.numpy(), digests.numpy())
+                while in_flight:  # at most one batch being written while the next one computes
+                    in_flight.pop(0).result()
+                done_count += stop - start
+                in_flight.append(writer.submit(
+                    _write, ms, start, stop, maps, packed, failed, files, keep,
+                    opts["on_batch"], done_count, ms.n))
+                processed += stop - start
+                failed_now += len(failed)
+            for f in in_flight:
+                f.result()
+        finally:
+            writer.shutdown(wait=True)
     finally:
-        writer.shutdown(wait=True)
         explainer.close()
 
-    if ms.complete():
-        ms.write_predictions()
-    failed = ms.progress()["failed"]
+    complete = ms.complete()
+    if complete and (processed or checked.get("vanished_changed")
+                     or not (ms.path / PREDICTIONS).exists()):
+        with deferred_interrupt():
+            ms.write_predictions()
+    state = ms.progress()
+    failed = state["failed"]
+    summary.pop("vanished_changed", None)
     summary.update(
-        already_done=int(done.sum()), processed=processed, failed=len(failed),
-        failures=[{"input": str(input_dir / paths[mine[pos]]), "error": message}
+        already_done=ms.n - processed, processed=processed, explained=processed - failed_now,
+        failed=len(failed),
+        failures=[{"input": str(input_dir / ms.paths[pos]), "error": message}
                   for pos, message in sorted(failed.items())],
         batch_size=ms.chunk,
-        predictions=str(ms.path / "predictions.csv") if ms.complete() else None)
-    if world > 1 and dev.type == "cuda":
-        summary["merged"] = _wait_and_merge(root, rank, dev)
-        if summary["merged"]:
-            summary["predictions"] = str(root / "predictions.csv")
-    elapsed = time.perf_counter() - t0
-    summary.update(seconds=elapsed, images_per_second=processed / elapsed if elapsed else 0.0)
-    return summary
+        predictions=str(ms.path / PREDICTIONS) if complete else None)
+    return summary, ms
 
 
 # ---------------------------------------------------------------------- store management
+def _not_ours(path: Path, state: str) -> str:
+    if state == "file":
+        return f"{path} exists and is not a folder; choose another store path"
+    if state == "creating":
+        return (f"{path} holds a conformer-xai store that is still being created (or was killed "
+                "while being created); run the same command again without torchrun")
+    if state == "shards":
+        ranks = sorted(int(p.name[6:]) for p in path.glob("shard-*") if p.name[6:].isdigit())
+        return (f"{path} holds the unmerged shards of a torchrun run (shard-"
+                f"{', shard-'.join(map(str, ranks))}); merge them with --merge (merge_shards), "
+                "resume them under torchrun with the same world size, or choose another "
+                "store path")
+    first = next((p.name for p in sorted(path.iterdir()) if p.name not in LOCAL_FILES), "")
+    return (f"{path} exists and is not a conformer-xai store (it holds {first!r}); refusing to "
+            "overwrite it; choose another store path")
+
+
+def _refuse_single_store(root: Path) -> None:
+    ms = MapStore(root)
+    if int(ms.config.get("merged_from", 0)) > 1:
+        return  # a merged store: _finished_merge decides
+    done = int(ms.done_mask().sum())
+    state = "a finished" if done == ms.n else f"an unfinished ({done}/{ms.n} images done)"
+    raise FileExistsError(f"{root} holds {state} single-process store; resume it without "
+                          "torchrun, or choose another store path")
+
+
 def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any], resume: bool,
                     force: bool, paths: Sequence[str], mine: np.ndarray,
                     grids: Mapping[str, tuple[int, int]], logit_heads: Sequence[str],
-                    batch_size: int, dtype: str) -> MapStore:
-    def create() -> MapStore:
-        return MapStore.create(shard, config, [paths[i] for i in mine], mine, grids, logit_heads,
-                               batch_size, dtype)
+                    batch_size: int, dtype: str) -> tuple[MapStore, bool]:
+    """The store to write: ``(store, created)``. Runs under the store's lock."""
+    def create() -> tuple[MapStore, bool]:
+        return MapStore.create(shard, config, [paths[i] for i in mine], mine, grids,
+                               logit_heads, batch_size, dtype), True
 
-    if world > 1:
-        if root.exists() and not root.is_dir():
-            raise FileExistsError(f"{root} exists and is not a folder; choose another store path")
-        if root.is_dir() and not is_store(root):
-            foreign = [p.name for p in root.iterdir() if not p.name.startswith("shard-")]
-            if foreign:
-                raise FileExistsError(f"{root} exists and is not a conformer-xai store "
-                                      f"(it holds {foreign[0]!r}); choose another store path")
-        root.mkdir(parents=True, exist_ok=True)
-    if not shard.exists():
+    state = store_state(shard)
+    if state in ("absent", "empty", "creating"):  # creating: killed while being created
         return create()
-    if not shard.is_dir():
-        raise FileExistsError(f"{shard} exists and is not a folder; choose another store path")
-    if not is_store(shard):
-        if any(shard.iterdir()):
-            raise FileExistsError(f"{shard} exists and is not a conformer-xai store; refusing to "
-                                  "overwrite it; choose another store path")
-        return create()
-    if not (shard / PROGRESS).exists():  # killed while being created
-        return create()
+    if state != "store":
+        raise FileExistsError(_not_ours(shard, state))
     existing = MapStore(shard)
     if not resume:
         if force:
@@ -277,9 +396,14 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
     if stored.get("world_size", 1) != world:
         if force:
             return create()
-        raise ValueError(f"{shard} was written by a run over {stored.get('world_size')} ranks, "
-                         f"this one has {world}; use the same world size, or force=True")
-    diff = sorted(k for k in config if k not in _SHARD_FIELDS and stored.get(k) != config[k])
+        if int(stored.get("world_size", 1)) > 1:
+            hint = (f"it is the shard of rank {stored.get('rank')} of a run over "
+                    f"{stored.get('world_size')} ranks")
+        else:
+            hint = f"it was written by a run over {stored.get('world_size')} ranks"
+        raise ValueError(f"{shard}: {hint}, this one has {world}; use the same world size, or "
+                         "force=True")
+    diff = sorted(k for k in config if k not in _RESUMABLE_FIELDS and stored.get(k) != config[k])
     if diff:
         if force:
             return create()
@@ -287,19 +411,100 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
                          "with the same settings, choose another store path, or force=True "
                          "to start over")
     existing.remove_partial_files()
-    return existing
+    return existing, False
+
+
+def _check_files(ms: MapStore, input_dir: Path, root: Path, paths: Sequence[str], world: int,
+                 extend: bool) -> dict[str, Any]:
+    """Compare the store's images with the folder's files now; unmark what must be redone.
+
+    New files are refused (or appended, with ``extend``); a done image whose size or mtime
+    changed is hashed, and computed again when its content changed; a failed image is retried
+    when its file changed in any way (size, mtime, ctime: fixed, replaced, permissions); done
+    images whose file vanished are marked. Returns counts for the summary.
+    """
+    stored = ms.paths
+    if len(stored) < ms.n:  # an interrupted extend: complete it
+        ms.n = len(stored)
+    known = set(stored)
+    if world > 1:
+        for other in shard_dirs(root):
+            if other != ms.path and (other / IMAGES).exists():
+                known.update(MapStore(other).paths)
+    new = [p for p in paths if p not in known]
+    if world > 1 and len(shard_dirs(root)) < world:
+        new = []  # the other shards do not exist yet: their images cannot be told from new ones
+    if new and not extend:
+        how = ("extend=True adds them to the store" if world == 1 else "merge the shards, "
+               "then extend=True adds them to the merged store")
+        raise ValueError(f"{input_dir} holds {len(new)} image(s) that {ms.path} does not "
+                         f"(first: {new[0]}); {how}; or choose another store path")
+    added = 0
+    if new:
+        ms.extend(new)
+        added = len(new)
+        warnings.warn(f"added {added} new image(s) to {ms.path}", stacklevel=5)
+    stat_now = np.stack([file_stat(input_dir / p) for p in ms.paths]) if ms.n else np.empty(
+        (0, 3), dtype=np.int64)
+    state = ms.progress()
+    done = ms.done_mask()
+    if "file" not in ms.group:
+        warnings.warn(f"{ms.path} was written before content checks; its images are checked "
+                      "by name only", stacklevel=5)
+        return {"added": added}
+    stat_then = ms.group["file/stat"][:]
+    digest_then = ms.group["file/sha256"][:]
+    missing = stat_now[:, 0] < 0
+    failed = np.zeros(ms.n, dtype=bool)
+    failed[list(state["failed"])] = True
+    redo: list[int] = []
+    changed = 0
+    for pos in np.flatnonzero(done & ~missing & ~failed):
+        if (stat_now[pos, :2] == stat_then[pos, :2]).all():
+            continue
+        if not np.array_equal(file_state(input_dir / ms.paths[pos])[1], digest_then[pos]):
+            redo.append(int(pos))
+            changed += 1
+    retried = [int(p) for p in np.flatnonzero(done & failed)
+               if not (stat_now[p] == stat_then[p]).all()]
+    marked = np.zeros(ms.n, dtype=bool)
+    marked[state["vanished"]] = True  # undone since (killed before its chunk was redone)
+    vanished = sorted(int(p) for p in np.flatnonzero((done | marked) & missing & ~failed))
+    vanished_changed = vanished != sorted(state["vanished"])
+    if vanished_changed:
+        ms.set_vanished(vanished)
+    if changed:
+        warnings.warn(f"{changed} image(s) changed since they were explained; explaining them "
+                      "again", stacklevel=5)
+    if retried:
+        warnings.warn(f"retrying {len(retried)} image(s) that failed before and whose file "
+                      "changed since", stacklevel=5)
+    if vanished and vanished_changed:
+        warnings.warn(f"{len(vanished)} explained image(s) no longer exist under {input_dir} "
+                      "(first: {}); their maps are kept and marked 'vanished' in "
+                      "predictions.csv".format(ms.paths[vanished[0]]), stacklevel=5)
+    c = ms.chunk
+    chunks = sorted({p // c for p in redo + retried})
+    ms.unmark([q for k in chunks for q in range(k * c, min(ms.n, (k + 1) * c))])
+    return {"added": added, "changed": changed, "vanished": len(vanished),
+            "retried": len(retried), "vanished_changed": vanished_changed}
 
 
 def _finished_merge(root: Path, config: dict[str, Any], resume: bool) -> bool:
     """True when ``root`` already holds the merged result of this run; raises if it blocks."""
-    if not (is_store(root) and (root / PROGRESS).exists()):
+    if store_state(root) != "store":
         return False
     stored = MapStore(root)
-    same = all(stored.config.get(k) == config[k] for k in config if k not in _SHARD_FIELDS)
-    if resume and same and stored.complete():
+    diff = sorted(k for k in config if k not in _RESUMABLE_FIELDS
+                  and stored.config.get(k) != config[k])
+    if resume and not diff and stored.complete():
         return True
-    raise FileExistsError(f"{root} holds a finished store of another run; remove it or choose "
-                          "another store path")
+    if not diff:
+        raise FileExistsError(f"{root} holds the merged store of this run, which is never "
+                              "replaced (not even with force=True); remove it by hand to start "
+                              "over")
+    raise FileExistsError(f"{root} holds a merged store written with other settings "
+                          f"({', '.join(diff)}); remove it or choose another store path")
 
 
 # ---------------------------------------------------------------------- batches
@@ -329,8 +534,8 @@ def _pack(exp, keys: Sequence[str], logit_heads: Sequence[str], device: torch.de
 
 
 def _write(ms: MapStore, start: int, stop: int, maps: np.ndarray, stats: np.ndarray,
-           failed: Mapping[int, str], on_batch: Callable[[int, int], None] | None,
-           done_count: int, total: int) -> None:
+           failed: Mapping[int, str], files: tuple[np.ndarray, np.ndarray], keep: list[int],
+           on_batch: Callable[[int, int], None] | None, done_count: int, total: int) -> None:
     n = stop - start
     bad = np.array([start + i in failed for i in range(n)])
     out_maps, ranges, offset = {}, {}, 0
@@ -349,7 +554,8 @@ def _write(ms: MapStore, start: int, stop: int, maps: np.ndarray, stats: np.ndar
         pred = np.where(bad, -1, pred).astype(np.int64)
         prob[bad], tprob[bad] = np.nan, np.nan
         preds[head] = (pred, prob, tprob)
-    ms.write_batch(start, stop, out_maps, ranges, target, preds, failed)
+    ms.write_batch(start, stop, out_maps, ranges, target, preds, failed, files, keep)
+    stop_point("batch")
     if on_batch is not None:
         on_batch(done_count, total)
 

@@ -11,13 +11,25 @@ Layout of a store directory (one per process; ``<store>/shard-<rank>`` under ``t
     pred/<head>, prob/<head>    (N,) top-1 class and its probability per classifier head
     target_prob/<head>          (N,) probability of the explained class per head
     index                       (N,) int64: position of each image in the sorted file list
+                                (images added later with ``extend`` follow, sorted among
+                                themselves)
+    file/stat, file/sha256      (N, 3) int64 size, mtime_ns, ctime_ns and (N, 32) uint8 sha256
+                                of each image file as it was read (-1 and 0: not read yet)
     images.json                 relative paths of the N images, in store order
-    progress.json               the done positions (ranges) and unreadable files; atomic writes
+    progress.json               the done positions (ranges), unreadable files and vanished
+                                ones; atomic writes. Written last at creation: a store folder
+                                without it (or with ``.conformer-xai-creating``) is a
+                                half-created store of ours, created again by the next run
     predictions.csv             written from the store once every image is done
 
 A batch is written in this order: every array of the batch, then ``progress.json`` (replaced
 atomically with :func:`os.replace`). Batches are chunk-aligned, so writing one never rewrites a
 chunk of another; after a kill, positions not listed as done are simply computed again.
+
+A new store is built in a temporary sibling folder (``.<name>.creating-*``) and renamed into
+place; in an existing empty folder (kept as it is: permissions, a symlink to it, ``.``) it is
+built in place behind the marker file ``.conformer-xai-creating``, removed last. Files are
+created with the usual permissions (0666 less the umask).
 """
 
 from __future__ import annotations
@@ -33,19 +45,39 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MapStore", "FORMAT", "is_store", "atomic_write_text", "ranges_from_mask"]
+from .stops import stop_point
+
+__all__ = ["MapStore", "FORMAT", "is_store", "store_state", "atomic_write_text",
+           "ranges_from_mask"]
 
 FORMAT = "conformer-xai dataset maps v1"
 ATTR = "conformer_xai"
 PROGRESS = "progress.json"
 IMAGES = "images.json"
 PREDICTIONS = "predictions.csv"
+CREATING = ".conformer-xai-creating"
+#: Entries of a store folder (those a merge moves into the store root).
+STORE_ENTRIES = ("zarr.json", "maps", "range", "target", "pred", "prob", "target_prob", "file",
+                 "index", IMAGES, PREDICTIONS, PROGRESS)
+#: Files of ours that may sit inside a store folder without being part of the store.
+LOCAL_FILES = (CREATING, ".conformer-xai.lock")
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+#: The process umask at import (read once: os.umask can only be read by setting it).
+UMASK = _read_umask()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp creates 0600
         with os.fdopen(fd, "w", newline="") as f:
             f.write(text)
             f.flush()
@@ -74,6 +106,51 @@ def is_store(path: Path) -> bool:
         return False
 
 
+def store_state(path: Path) -> str:
+    """What ``path`` holds: "absent", "file" (not a folder), "empty", "creating" (a store of
+    ours killed while being created), "store", "shards" (the shards of a torchrun run, not
+    merged yet, perhaps with an interrupted merge's entries) or "foreign" (anything else:
+    never touched)."""
+    if not path.exists():
+        return "absent"
+    if not path.is_dir():
+        return "file"
+    entries = [p.name for p in path.iterdir() if p.name not in LOCAL_FILES]
+    complete = is_store(path) and (path / PROGRESS).exists()
+    if (not complete and any(is_shard_entry(name) for name in entries)
+            and all(is_shard_entry(name) or name in STORE_ENTRIES for name in entries)):
+        return "shards"  # with the leftovers of an interrupted merge, maybe: never cleared
+    if (path / CREATING).exists():
+        return "creating"
+    if is_store(path):
+        return "store" if complete else "creating"
+    if not entries:
+        return "empty"
+    return "foreign"
+
+
+def is_shard_entry(name: str) -> bool:
+    """Whether a name inside a torchrun store root is ours: ``shard-<r>``, its lock file, a
+    shard being created (``.shard-<r>.creating-*``) or a merge's leftover ``.merge-tmp``."""
+    if name == ".merge-tmp":
+        return True
+    if name.startswith(".shard-") and ".creating-" in name:
+        name = name[1:name.index(".creating-")]
+    stem = name.removesuffix(".lock")
+    return stem.startswith("shard-") and stem[6:].isdigit()
+
+
+def clear_folder(path: Path, keep: Sequence[str] = LOCAL_FILES) -> None:
+    """Remove everything inside ``path`` (a folder of ours) except the names in ``keep``."""
+    for p in list(path.iterdir()):
+        if p.name in keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def _zarr():
     import zarr
 
@@ -97,7 +174,13 @@ class MapStore:
     def create(cls, path: str | Path, config: Mapping[str, Any], paths: Sequence[str],
                index: Sequence[int], grids: Mapping[str, tuple[int, int]],
                logit_heads: Sequence[str], chunk: int, map_dtype: str) -> MapStore:
-        """Create an empty store (overwrites ``path``'s arrays; callers check ownership first).
+        """Create an empty store; an interrupted creation leaves nothing a later run refuses.
+
+        A missing ``path`` is built in a temporary sibling folder and renamed into place. An
+        existing folder (empty, half-created by us, or a store being replaced: callers check
+        ownership and hold the store's lock) is emptied and built in place, behind the marker
+        file ``.conformer-xai-creating`` that is removed last; the folder itself (its
+        permissions, a symlink to it) is kept.
 
         Args:
             path: Store directory.
@@ -110,12 +193,35 @@ class MapStore:
             map_dtype: numpy dtype name of the maps ("float16", "float32", ...).
         """
         path = Path(path)
-        if path.exists():
-            shutil.rmtree(path)
-        path.mkdir(parents=True)
+        if path.is_symlink() and not path.exists():
+            raise FileNotFoundError(f"{path} is a symbolic link to a missing folder")
+        parent = path.absolute().parent
+        for leftover in parent.glob(f".{path.absolute().name}.creating-*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # of a killed creation (we hold the lock)
+        if not path.exists():
+            tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{path.absolute().name}.creating-"))
+            try:
+                os.chmod(tmp, 0o777 & ~UMASK)  # mkdtemp creates 0700
+                cls._build(tmp, config, paths, index, grids, logit_heads, chunk, map_dtype)
+                os.rename(tmp, path)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+            return cls(path)
+        marker = path / CREATING
+        marker.touch()
+        clear_folder(path)
+        cls._build(path, config, paths, index, grids, logit_heads, chunk, map_dtype)
+        marker.unlink()
+        return cls(path)
+
+    @classmethod
+    def _build(cls, path: Path, config: Mapping[str, Any], paths: Sequence[str],
+               index: Sequence[int], grids: Mapping[str, tuple[int, int]],
+               logit_heads: Sequence[str], chunk: int, map_dtype: str) -> None:
         n = len(paths)
         zarr = _zarr()
-        group = zarr.open_group(str(path), mode="w")
+        group = zarr.open_group(str(path), mode="a")
         c = max(1, min(chunk, n))
         for key, (h, w) in grids.items():
             group.create(f"maps/{key}", shape=(n, h, w), chunks=(c, h, w), dtype=map_dtype,
@@ -128,6 +234,8 @@ class MapStore:
             for name in ("prob", "target_prob"):
                 group.create(f"{name}/{head}", shape=(n,), chunks=(c,), dtype="float32",
                              fill_value=0)
+        group.create("file/stat", shape=(n, 3), chunks=(c, 3), dtype="int64", fill_value=-1)
+        group.create("file/sha256", shape=(n, 32), chunks=(c, 32), dtype="uint8", fill_value=0)
         idx = group.create("index", shape=(n,), chunks=(max(1, min(n, 65536)),), dtype="int64",
                            fill_value=-1)
         idx[:] = np.asarray(index, dtype=np.int64)
@@ -135,15 +243,37 @@ class MapStore:
         full = {**config, "format": FORMAT, "n": n, "chunk": c, "map_dtype": map_dtype,
                 "map_keys": list(grids), "logit_heads": list(logit_heads)}
         group.attrs.update({ATTR: full})
-        store = cls(path)
-        store._write_progress([], {})  # the store exists (and is resumable) from here on
-        return store
+        stop_point("create")
+        # the completion marker: the store exists (and is resumable) from here on
+        _write_progress(path, [], {}, [])
+
+    def extend(self, paths: Sequence[str]) -> None:
+        """Append images (``paths``, in store order after the stored ones) to the store.
+
+        The last chunk, when partial, is marked undone first (its batch is computed again with
+        the new images, so that batches stay chunk-aligned); then every array grows, the index
+        and ``images.json`` follow. An interrupted call is completed by calling it again with
+        the same paths (``images.json``, written last, still lists the old images only).
+        """
+        old = self.paths
+        n0, n1 = len(old), len(old) + len(paths)
+        start = n0 - n0 % self.chunk
+        if start < n0:
+            self.unmark(range(start, n0))
+        self.group.attrs.update({ATTR: {**self.config, "n": n1}})
+        for arr in _all_arrays(self.group):
+            arr.resize((n1, *arr.shape[1:]))
+        self.group["index"][n0:n1] = np.arange(n0, n1, dtype=np.int64)
+        atomic_write_text(self.path / IMAGES, json.dumps([*old, *paths]))
+        self.config["n"] = self.n = n1
 
     # ------------------------------------------------------------------ progress
     def progress(self) -> dict[str, Any]:
-        """``{"done": [[start, stop), ...], "failed": {position: message}}``."""
+        """``{"done": [[start, stop), ...], "failed": {position: message}, "vanished":
+        [position, ...]}`` (vanished: done images whose file no longer exists)."""
         data = json.loads((self.path / PROGRESS).read_text())
-        return {"done": data["done"], "failed": {int(k): v for k, v in data["failed"].items()}}
+        return {"done": data["done"], "failed": {int(k): v for k, v in data["failed"].items()},
+                "vanished": [int(v) for v in data.get("vanished", [])]}
 
     def done_mask(self) -> np.ndarray:
         """Boolean (N,) mask of the positions whose records are complete."""
@@ -152,9 +282,29 @@ class MapStore:
             mask[a:b] = True
         return mask
 
-    def _write_progress(self, done: list[list[int]], failed: Mapping[int, str]) -> None:
-        atomic_write_text(self.path / PROGRESS, json.dumps(
-            {"done": done, "failed": {str(k): v for k, v in sorted(failed.items())}}))
+    def _write_progress(self, done: list[list[int]], failed: Mapping[int, str],
+                        vanished: Sequence[int] | None = None) -> None:
+        if vanished is None:
+            vanished = self.progress()["vanished"]
+        _write_progress(self.path, done, failed, vanished)
+
+    def unmark(self, positions: Iterable[int]) -> None:
+        """Mark positions undone (to be computed again), with their failures cleared; vanished
+        ones stay marked (their records are kept when their batch is written again)."""
+        drop = {int(p) for p in positions}
+        if not drop:
+            return
+        state = self.progress()
+        mask = self.done_mask()
+        mask[sorted(drop)] = False
+        self._write_progress(ranges_from_mask(mask),
+                             {k: v for k, v in state["failed"].items() if k not in drop},
+                             state["vanished"])
+
+    def set_vanished(self, positions: Iterable[int]) -> None:
+        """Record the done positions whose image file no longer exists."""
+        state = self.progress()
+        self._write_progress(state["done"], state["failed"], sorted({int(p) for p in positions}))
 
     def remove_partial_files(self) -> int:
         """Delete temporary files a killed write left behind (zarr's ``*.partial``, ours)."""
@@ -168,36 +318,55 @@ class MapStore:
     def write_batch(self, start: int, stop: int, maps: Mapping[str, np.ndarray],
                     ranges: Mapping[str, np.ndarray], target: np.ndarray,
                     preds: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
-                    failed: Mapping[int, str]) -> None:
+                    failed: Mapping[int, str],
+                    files: tuple[np.ndarray, np.ndarray] | None = None,
+                    keep: Sequence[int] = ()) -> None:
         """Write positions ``[start, stop)`` (one chunk), then mark them done.
 
         Args:
             maps: key -> (n, h, w) normalised maps. ranges: key -> (n, 2) raw min and max.
             target: (n,) explained classes. preds: head -> (pred, prob, target_prob), each (n,).
             failed: position -> error message for unreadable images (their maps are NaN).
+            files: ((n, 3) size, mtime_ns, ctime_ns; (n, 32) sha256 bytes) of the files read.
+            keep: Positions whose stored records are kept as they are (images explained before
+                whose file vanished since), and stay marked vanished.
         """
         if start % self.chunk or (stop - start != self.chunk and stop != self.n):
             raise ValueError(f"batch [{start}, {stop}) is not aligned to chunks of {self.chunk}")
         g = self.group
+        keep = sorted(int(p) for p in keep)
+
+        def put(name: str, value: np.ndarray) -> None:
+            if keep:
+                value = np.array(value, copy=True)
+                value[np.asarray(keep) - start] = g[name].get_orthogonal_selection((keep,))
+            g[name][start:stop] = value
+
         for key in self.map_keys:
-            g[f"maps/{key}"][start:stop] = maps[key]
-            g[f"range/{key}"][start:stop] = ranges[key]
-        g["target"][start:stop] = target
+            put(f"maps/{key}", maps[key])
+            put(f"range/{key}", ranges[key])
+        put("target", target)
         for head in self.logit_heads:
             pred, prob, tprob = preds[head]
-            g[f"pred/{head}"][start:stop] = pred
-            g[f"prob/{head}"][start:stop] = prob
-            g[f"target_prob/{head}"][start:stop] = tprob
-        self.mark_done(start, stop, failed)
+            put(f"pred/{head}", pred)
+            put(f"prob/{head}", prob)
+            put(f"target_prob/{head}", tprob)
+        if files is not None and "file" in g:
+            put("file/stat", files[0])
+            put("file/sha256", files[1])
+        self.mark_done(start, stop, {k: v for k, v in failed.items() if k not in keep}, keep)
 
-    def mark_done(self, start: int, stop: int, failed: Mapping[int, str] | None = None) -> None:
-        """Add ``[start, stop)`` to the done positions (atomic replace of ``progress.json``)."""
+    def mark_done(self, start: int, stop: int, failed: Mapping[int, str] | None = None,
+                  vanished: Sequence[int] = ()) -> None:
+        """Add ``[start, stop)`` to the done positions (atomic replace of ``progress.json``);
+        of its positions, ``vanished`` stay marked vanished."""
         state = self.progress()
         mask = self.done_mask()
         mask[start:stop] = True
         fails = {k: v for k, v in state["failed"].items() if not start <= k < stop}
         fails.update(failed or {})
-        self._write_progress(ranges_from_mask(mask), fails)
+        kept = [v for v in state["vanished"] if not start <= v < stop or v in vanished]
+        self._write_progress(ranges_from_mask(mask), fails, kept)
 
     # ------------------------------------------------------------------ reading
     @property
@@ -217,7 +386,11 @@ class MapStore:
         image was read).
         """
         g = self.group
-        failed = self.progress()["failed"]
+        state = self.progress()
+        failed = state["failed"]
+        for pos in state["vanished"]:
+            failed.setdefault(pos, "vanished: the file no longer exists (its maps are of the "
+                                   "file as it was when explained)")
         index = g["index"][:]
         target = g["target"][:]
         cols = {h: (g[f"pred/{h}"][:], g[f"prob/{h}"][:], g[f"target_prob/{h}"][:])
@@ -237,6 +410,20 @@ class MapStore:
         out = self.path / PREDICTIONS
         atomic_write_text(out, _csv_text(header, rows))
         return out
+
+
+def _write_progress(path: Path, done: list[list[int]], failed: Mapping[int, str],
+                    vanished: Sequence[int]) -> None:
+    atomic_write_text(path / PROGRESS, json.dumps(
+        {"done": done, "failed": {str(k): v for k, v in sorted(failed.items())},
+         "vanished": list(vanished)}))
+
+
+def _all_arrays(group: Any) -> list[Any]:
+    out = [a for _, a in group.arrays()]
+    for _, sub in group.groups():
+        out += _all_arrays(sub)
+    return out
 
 
 def _fmt(value: float) -> str:

@@ -97,6 +97,7 @@ CLI_WORDING = (
     (r"\bcheckpoint=PATH\b", "--checkpoint PATH"),
     (r"\b(?:overwrite|force)=True(?: \(--force\)|, --force)?", "--force"),
     (r"\bresume=True\b", "leave out --no-resume"),
+    (r"\bextend=True\b", "--extend"),
     (r"\bdevice='(\w+)'", r"--device \1"),
     (r"\b(?:x|input) height and width must be", "the input height and width (--input-size) "
                                                "must be"),
@@ -151,7 +152,10 @@ class CliGroup(click.Group):
             for line in failure_lines(exc.failures):
                 click.echo(line, err=True)
             sys.exit(1)
-        except click.Abort:
+        except click.Abort as exc:
+            if isinstance(exc.__cause__, KeyboardInterrupt):  # click's wrapping of Ctrl-C
+                click.echo(error_line("interrupted"), err=True)
+                sys.exit(130)
             click.echo(error_line("aborted"), err=True)
             sys.exit(1)
         except KeyboardInterrupt:

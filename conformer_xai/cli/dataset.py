@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import click
@@ -29,7 +31,6 @@ from ._common import (
     load_model,
     no_empty_folder_on_failure,
     note,
-    prepare_out_dir,
     report_errors,
     resolve_device,
     weights_notes,
@@ -64,6 +65,8 @@ from ._common import (
 @click.option("--channels-last", is_flag=True, help="Channels-last memory format (GPU).")
 @click.option("--no-resume", is_flag=True,
               help="Refuse to continue an existing store (use --force to start over).")
+@click.option("--extend", is_flag=True,
+              help="On resume, add the images the store does not hold yet (else refused).")
 @click.option("--merge", is_flag=True,
               help="Merge the per-rank shards of a finished multi-GPU run and exit.")
 @device_option
@@ -76,25 +79,32 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
                             methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
                             heads: tuple[str, ...] | None, input_size: tuple[int, int] | None,
                             no_crop: bool, dtype: str, bf16: bool, channels_last: bool,
-                            no_resume: bool, merge: bool, device: str, force: bool,
-                            as_json: bool, debug: bool) -> int:
+                            no_resume: bool, extend: bool, merge: bool, device: str,
+                            force: bool, as_json: bool, debug: bool) -> int:
     """Explain every image under DIRECTORY (recursively) into a chunked, resumable Zarr store.
 
     Maps are stored at grid resolution (float16 by default) with each image's raw range, plus a
-    predictions CSV. A killed run resumes where it stopped. Under torchrun each rank writes its
-    own shard; `--merge` merges them by index.
+    predictions CSV. A killed or interrupted run resumes where it stopped; one run writes a
+    store at a time; a resume explains again the images whose content changed. Under torchrun
+    each rank writes its own shard; `--merge` merges them by index.
     """
+    from conformer_xai.batch.lock import StoreBusyError
+
     if merge:
         from conformer_xai.batch import merge_shards
 
         try:
             summary = merge_shards(store)
-        except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        except StoreBusyError as exc:
+            raise CliUsageError(describe(exc)) from exc
+        except (OSError, ValueError) as exc:
             raise CliRuntimeError(describe(exc)) from exc
         if as_json:
             echo_json({"command": "explain-dataset", "merged": summary})
+        elif summary["already_merged"]:
+            note(f"{store} is already merged ({summary['images']} images); nothing to do")
         else:
-            note(f"merged shards into {store}")
+            note(f"merged {summary['shards']} shards ({summary['images']} images) into {store}")
         return 0
     if not directory.is_dir():
         raise CliUsageError(f"input folder not found: {directory}")
@@ -108,28 +118,46 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
     from conformer_xai.batch import run_dataset
 
     with no_empty_folder_on_failure(store):
-        if not store.exists():
-            prepare_out_dir(store, "store")
+        check_store_path(store)
         net = load_model(model, weights, checkpoint, device=dev)
         for line in weights_notes(net):
             note(line)
-        with api_errors(debug, runtime=(OSError,)):
+        with api_errors(debug, runtime=(OSError,), usage=(StoreBusyError,)):
             summary = run_dataset(
                 directory, store, net, batch_size=batch_size, num_workers=num_workers,
                 methods=list(methods) if methods else None,
                 blocks=list(blocks) if blocks else None, heads=list(heads) if heads else None,
                 input_size=input_size, crop=not no_crop, device=dev, dtype=dtype,
                 autocast_dtype="bfloat16" if bf16 else None, channels_last=channels_last,
-                resume=not no_resume, force=force)
+                resume=not no_resume, force=force, extend=extend)
     summary["weights_source"] = getattr(net, "weights_source", None)
     if as_json:
         echo_json({"command": "explain-dataset", **summary})
+    elif summary.get("merged") and not summary.get("processed"):
+        note(f"{store} already holds the merged store of this run; nothing to do")
     else:
-        note(f"{summary.get('processed', 0)} images explained, "
-             f"{summary.get('already_done', 0)} already done, {summary.get('failed', 0)} "
-             f"failed -> {store}")
+        failed_now = summary["processed"] - summary["explained"]
+        note(f"{summary['explained']} images explained, {failed_now} failed, "
+             f"{summary['already_done']} already done ({summary['failed'] or 0} failed in all) "
+             f"-> {store}")
     failures = [(f["input"], f["error"] if f["error"].startswith(f["input"])
                  else f"{f['input']}: {f['error']}") for f in summary.get("failures") or []]
     if failures:
         raise FailedInputs(failures)
     return 1 if summary.get("failed") else 0
+
+
+def check_store_path(store: Path) -> None:
+    """Fail early, as a runtime error naming the store, when a missing store could not be
+    created (its parent cannot be created or written). Creates the missing parents only: the
+    store itself is created by the run, in a temporary sibling renamed into place."""
+    if store.exists() or store.is_symlink():
+        return
+    parent = store.absolute().parent
+    try:
+        if not parent.exists():
+            parent.mkdir(parents=True)
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=f".{store.absolute().name}.probe-"))
+    except OSError as exc:
+        raise CliRuntimeError(f"cannot create store {store}: "
+                              f"{exc.strerror or describe(exc)}") from exc
