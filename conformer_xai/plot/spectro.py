@@ -72,7 +72,7 @@ def _freq_ticks(fold: dict[str, Any]) -> tuple[list[float], list[str]]:
 
     n = fold["n_mels"]
     centres = mel_frequencies(n + 2, fold["fmin"], fold["fmax"])[1:-1]
-    wanted = [f for f in (100, 250, 500, 1000, 2000, 4000, 8000, 14000)
+    wanted = [f for f in (100, 500, 1000, 2000, 4000, 8000)
               if centres[0] <= f <= centres[-1]]
     positions = [float(np.interp(f, centres, np.arange(n))) for f in wanted]
     labels = [f"{f / 1000:g}k" if f >= 1000 else f"{f}" for f in wanted]
@@ -135,7 +135,7 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
     own head (else the first explained head) at a shallow block (a third of the depth) and the
     deep (last) block; attention rollout; gradient rollout; the head-by-branch Grad-CAM matrix
     at the deep block; and per branch the importance over time and over frequency (the deep
-    block's Grad-CAM averaged over frequency, and over time). Audio inputs (``meta["fold"]``)
+    block's and the shallow block's Grad-CAM averaged over frequency, and over time). Audio inputs (``meta["fold"]``)
     are unfolded to (mel band, frame) and drawn with time in seconds and frequency in Hz; raw
     arrays on row and column axes. Nothing assumes a depth.
 
@@ -180,15 +180,13 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
 
     left, right = middle.subfigures(1, 2, width_ratios=[1.0, 1.0])
     grid = left.subplots(len(branches), 2, squeeze=False)
-    deep_maps: dict[str, np.ndarray | None] = {}
+    shown: dict[str, dict[int, np.ndarray | None]] = {}
     for r, b in enumerate(branches):
         head = _head_for(exp, b)
         for c, k in enumerate(blocks[b]):
-            heat = _draw_tf_map(grid[r, c], exp, "gradcam", b, k, head, index, spec,
-                                f"Grad-CAM · {b} branch · block {k}\n{head} head", cmap, alpha,
-                                ylabel=c == 0)
-            if c == 1:
-                deep_maps[b] = heat
+            shown.setdefault(b, {})[k] = _draw_tf_map(
+                grid[r, c], exp, "gradcam", b, k, head, index, spec,
+                f"Grad-CAM · {b} branch · block {k}\n{head} head", cmap, alpha, ylabel=c == 0)
     left.suptitle("per-branch Grad-CAM: shallow and deep block", fontsize=9)
     _draw_matrix(right, exp, branches, {b: blocks[b][1] for b in branches}, index, spec, cmap,
                  alpha)
@@ -196,7 +194,7 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
     rollout_cells, profiles = bottom.subfigures(1, 2, width_ratios=[1.0, 1.0])
     axes = rollout_cells.subplots(1, 2)
     _draw_rollouts(axes, exp, index, spec, cmap, alpha)
-    _draw_profiles(profiles, exp, deep_maps, spec.shape, blocks)
+    _draw_profiles(profiles, exp, shown, spec.shape)
     fig.suptitle(f"{exp.model_name or 'model'} · target: {class_label(exp, index)}",
                  fontsize=11, weight="bold")
     return fig
@@ -247,20 +245,23 @@ def _draw_rollouts(axes, exp: Explanation, index: int, spec: np.ndarray, cmap: s
         ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
 
 
-def _draw_profiles(sub, exp: Explanation, maps: dict[str, np.ndarray | None],
-                   shape: tuple[int, int], blocks: dict[str, tuple[int, int]]) -> None:
+def _draw_profiles(sub, exp: Explanation, maps: dict[str, dict[int, np.ndarray | None]],
+                   shape: tuple[int, int]) -> None:
     """Importance over time (mean over frequency) and over frequency (mean over time)."""
     ax_t, ax_f = sub.subplots(1, 2)
     axes = tf_axes(exp, shape)
     rows, cols = shape
     x0, x1 = axes["extent"][0], axes["extent"][1]
     times = x0 + (np.arange(cols) + 0.5) * (x1 - x0) / cols
-    for b, heat in maps.items():
-        label = f"{b} branch (block {blocks[b][1]}, {method_label('gradcam')})"
-        if heat is None:
-            continue
-        ax_t.plot(times, heat.mean(axis=0), label=label)
-        ax_f.plot(np.arange(rows), heat.mean(axis=1), label=label)
+    for colour, (b, by_block) in zip(("C0", "C1"), maps.items()):
+        for (k, heat), style in zip(by_block.items(), ("--", "-")):
+            if heat is None:
+                continue
+            label = f"{b} branch · block {k}"
+            ax_t.plot(times, heat.mean(axis=0), style, color=colour, label=label)
+            ax_f.plot(np.arange(rows), heat.mean(axis=1), style, color=colour, label=label)
+    ax_t.text(0.01, 0.97, f"{method_label('gradcam')}, mean over the other axis",
+              transform=ax_t.transAxes, fontsize=6, va="top")
     ax_t.set_xlabel(axes["xlabel"], fontsize=8)
     ax_t.set_title("importance over time", fontsize=9)
     ax_f.set_xlabel(axes["ylabel"], fontsize=8)
