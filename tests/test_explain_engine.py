@@ -252,7 +252,7 @@ def test_deit_attention_and_gradcam():
 
 # ---------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("kwargs,x,match", [
-    ({}, torch.randn(1, 1, 64, 64), "channels; the model expects 3"),
+    ({}, torch.randn(1, 2, 64, 64), r"2 channels; the model expects 3 \(or 1, repeated"),
     ({}, torch.zeros(1, 3, 64, 64, dtype=torch.uint8), "floating-point"),
     ({}, torch.full((1, 3, 64, 64), float("nan")), "NaN"),
     ({}, torch.randn(3, 64, 64), r"\(B, C, H, W\)"),

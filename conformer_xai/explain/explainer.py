@@ -233,18 +233,20 @@ class Explainer:
             else:
                 attns = [recorded[id(a.attn_drop)].float() for a in attn_modules]
             npt = self.adapter.num_prefix_tokens
-            gh, gw = self.adapter.token_grid(height, width)
 
-            def to_grid(v: torch.Tensor) -> torch.Tensor:
+            def to_grid(v: torch.Tensor, block: int = 1) -> torch.Tensor:
+                # each block's own token grid; rollouts end on the first block's grid
+                tap = self.adapter.tap("transformer", block)
+                gh, gw = (tap.grid or self.adapter.token_grid)(height, width)
                 return v.reshape(*v.shape[:-1], gh, gw)
 
             if "attention" in methods:
                 for k in block_map.get("transformer", []):
                     a = attns[k - 1]
-                    raw[f"attention/transformer/{k}"] = to_grid(class_token_attention(a, npt))
+                    raw[f"attention/transformer/{k}"] = to_grid(class_token_attention(a, npt), k)
                     if attn_heads:
                         raw[f"attention_heads/transformer/{k}"] = to_grid(
-                            class_token_attention(a, npt, fusion="none"))
+                            class_token_attention(a, npt, fusion="none"), k)
             if "rollout" in methods:
                 raw["rollout/transformer"] = to_grid(attention_rollout(attns, npt, rollout_options))
             if "grad_rollout" in methods:
@@ -318,19 +320,29 @@ class Explainer:
     def _grid_fn(self, height: int, width: int) -> Callable[[Tap, torch.Tensor], torch.Tensor]:
         def grid(tap: Tap, value: torch.Tensor) -> torch.Tensor:
             if tap.tokens:
-                return self.adapter.tokens_to_grid(value, height, width)
+                return self.adapter.tokens_to_grid(value, height, width, tap)
             return value
 
         return grid
 
     def _finish(self, raw: dict[str, torch.Tensor], height: int, width: int,
                 upsample: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Crop padded cells, upsample (bilinear, align_corners=False), normalise per image."""
+        """Crop padded cells, upsample (bilinear, align_corners=False), normalise per image.
+
+        Maps placed by their own stride (``adapter.cell_stride``; a Conformer in resize mode) are
+        NaN in ``maps`` where no grid cell covers the input (a token grid that floors), never
+        stretched over those pixels.
+        """
         covered = self.adapter.covered_size(height, width) if self.adapter.covered_size else None
         cropped, maps = {}, {}
         for key, r in raw.items():
             gh, gw = r.shape[-2:]
-            if covered is not None:
+            stride = self._cell_stride(key)
+            if stride is not None:
+                vh, vw = min(gh, math.ceil(height / stride)), min(gw, math.ceil(width / stride))
+                r = r[..., :vh, :vw]
+                up_size = (vh * stride, vw * stride)
+            elif covered is not None:
                 cell_h, cell_w = covered[0] / gh, covered[1] / gw
                 vh, vw = min(gh, math.ceil(height / cell_h)), min(gw, math.ceil(width / cell_w))
                 r = r[..., :vh, :vw]
@@ -341,8 +353,21 @@ class Explainer:
             if not upsample or key.startswith("attention_heads/"):
                 continue
             up = F.interpolate(r[:, None], size=up_size, mode="bilinear", align_corners=False)
-            maps[key] = normalise_per_image(up[:, 0, :height, :width])
+            up = up[:, 0, :height, :width]
+            if up.shape[-2:] != (height, width):  # pixels no cell covers: marked NaN
+                up = F.pad(up, (0, width - up.shape[-1], 0, height - up.shape[-2]),
+                           value=float("nan"))
+            maps[key] = normalise_per_image(up)
         return cropped, maps
+
+    def _cell_stride(self, key: str) -> int | None:
+        """Pixels per cell of a raw map when the adapter places maps by stride, else None."""
+        if self.adapter.cell_stride is None:
+            return None
+        parts = key.split("/")
+        if parts[-1].isdigit():
+            return self.adapter.cell_stride(parts[-2], int(parts[-1]))
+        return self.adapter.cell_stride(parts[-1], 1)  # rollouts: the first block's grid
 
     @contextlib.contextmanager
     def _recording(self, wanted: dict[int, nn.Module], store: dict[int, torch.Tensor],
@@ -414,8 +439,10 @@ class Explainer:
             raise ValueError(f"x is {x.dtype} but the model's parameters are {param.dtype}; "
                              f"pass x.to({param.dtype}) (for mixed precision use autocast_dtype)")
         expected = _in_chans(self.model)
-        if expected is not None and x.shape[1] != expected:
-            raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}")
+        mono_ok = self.family == "conformer" and expected == 3 and x.shape[1] == 1
+        if expected is not None and x.shape[1] != expected and not mono_ok:
+            also = " (or 1, repeated over 3)" if self.family == "conformer" and expected == 3 else ""
+            raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}{also}")
         if x.shape[-2] < 32 or x.shape[-1] < 32:
             raise ValueError(f"x height and width must be >= 32, got {tuple(x.shape[-2:])}")
         if not torch.isfinite(x).all():

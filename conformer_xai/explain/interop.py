@@ -61,7 +61,7 @@ def nchw_tap(explainer: Explainer, branch: str, block: int) -> Iterator[nn.Modul
         adapter.input_hw = tuple(args[0].shape[-2:])
 
     def reroute(module: nn.Module, args: Any, tokens: torch.Tensor) -> torch.Tensor:
-        grid = grid_module(adapter.tokens_to_grid(tokens, *adapter.input_hw))
+        grid = grid_module(adapter.tokens_to_grid(tokens, *adapter.input_hw, tap))
         prefix = tokens[:, : adapter.num_prefix_tokens]
         return torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
 
@@ -87,7 +87,7 @@ def pytorch_grad_cam_setup(explainer: Explainer, branch: str, block: int, head: 
         return model, [tap.grad_module], None
 
     def reshape_transform(tokens: torch.Tensor) -> torch.Tensor:
-        return adapter.tokens_to_grid(tokens, *adapter.input_hw)
+        return adapter.tokens_to_grid(tokens, *adapter.input_hw, tap)
 
     return model, [tap.grad_module], reshape_transform
 

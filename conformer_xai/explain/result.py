@@ -40,13 +40,17 @@ def parse_key(key: str) -> dict[str, Any]:
 
 
 def normalise_per_image(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0."""
+    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0.
+
+    NaN pixels (input no grid cell covers) are ignored and stay NaN.
+    """
     flat = maps.flatten(1)
-    lo = flat.min(dim=1, keepdim=True).values
-    hi = flat.max(dim=1, keepdim=True).values
+    nan = torch.isnan(flat)
+    lo = flat.masked_fill(nan, float("inf")).min(dim=1, keepdim=True).values
+    hi = flat.masked_fill(nan, float("-inf")).max(dim=1, keepdim=True).values
     span = hi - lo
     out = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
-    return out.view_as(maps)
+    return out.masked_fill(nan, float("nan")).view_as(maps)
 
 
 def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] | None = None

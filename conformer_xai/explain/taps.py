@@ -37,6 +37,9 @@ class Tap:
         grad_module: Module whose output the gradient methods read.
         tokens: True when the modules output tokens (B, P+N, D) rather than maps (B, C, h, w).
         attention: The block's attention module (has ``fused_attn`` and ``attn_drop``), if any.
+        grid: ``(H, W) -> (rows, cols)`` of this tap's token grid, when it has its own (a
+            Conformer in ``size_mismatch="resize"`` mode changes the grid between stages);
+            None uses the adapter's ``token_grid``.
     """
 
     branch: str
@@ -45,6 +48,7 @@ class Tap:
     grad_module: nn.Module
     tokens: bool
     attention: nn.Module | None = None
+    grid: Callable[[int, int], tuple[int, int]] | None = None
 
 
 @dataclass
@@ -62,6 +66,9 @@ class ModelAdapter:
         token_grid: ``(H, W) -> (rows, cols)`` of the patch-token grid.
         covered_size: ``(H, W) -> (H', W')`` input extent a grid covers (padding included), or
             None when maps are simply resized to the input size.
+        cell_stride: ``(branch, block) -> pixels per grid cell`` when maps must be placed by
+            their own stride (a Conformer in ``size_mismatch="resize"`` mode: grids then cover
+            different extents, and input pixels beyond a grid are not covered); None otherwise.
     """
 
     family: str
@@ -73,6 +80,7 @@ class ModelAdapter:
     num_prefix_tokens: int = 0
     token_grid: Callable[[int, int], tuple[int, int]] | None = None
     covered_size: Callable[[int, int], tuple[int, int]] | None = None
+    cell_stride: Callable[[str, int], int | None] | None = None
 
     input_hw: tuple[int, int] | None = None
 
@@ -100,9 +108,11 @@ class ModelAdapter:
                              f"accepted: 1..{len(taps)}")
         return taps[block - 1]
 
-    def tokens_to_grid(self, tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """(B, P+N, D) tokens -> (B, D, rows, cols) map of the patch tokens."""
-        gh, gw = self.token_grid(height, width)
+    def tokens_to_grid(self, tokens: torch.Tensor, height: int, width: int,
+                       tap: Tap | None = None) -> torch.Tensor:
+        """(B, P+N, D) tokens -> (B, D, rows, cols) map of the patch tokens (of ``tap``'s grid)."""
+        grid = tap.grid if tap is not None and tap.grid is not None else self.token_grid
+        gh, gw = grid(height, width)
         patches = tokens[:, self.num_prefix_tokens:]
         return patches.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], gh, gw)
 
@@ -132,7 +142,13 @@ def _conformer_adapter(model) -> ModelAdapter:
     trans = []
     for k in range(1, model.depth + 1):
         block = model.trans_block_module(k)
-        trans.append(Tap("transformer", k, block, block.norm1, True, block.attn))
+        trans.append(Tap("transformer", k, block, block.norm1, True, block.attn,
+                         grid=lambda h, w, k=k: model.token_grid(h, w, k)))
+
+    def cell_stride(branch: str, block: int) -> int | None:
+        if model.size_mismatch != "resize":
+            return None
+        return model.patch_size if branch == "transformer" else model.cnn_stride(block)
 
     def forward_heads(x: torch.Tensor) -> dict[str, torch.Tensor]:
         c, t = model.forward_branches(x)
@@ -142,7 +158,7 @@ def _conformer_adapter(model) -> ModelAdapter:
         family="conformer", model=model, taps={"cnn": cnn, "transformer": trans},
         heads=("fused", "cnn", "transformer"), forward_heads=forward_heads,
         patch_size=model.patch_size, num_prefix_tokens=1, token_grid=model.token_grid,
-        covered_size=model.padded_input_size)
+        covered_size=model.padded_input_size, cell_stride=cell_stride)
 
 
 def _resnet_adapter(model) -> ModelAdapter:

@@ -12,8 +12,16 @@ published model's. Differences from the published code, none of which changes th
   explicit path (``fused_attn = False``) whose probabilities pass through ``attn_drop`` so that a
   forward hook there sees them (timm's convention).
 * Inputs whose height or width is not a multiple of 32 are padded after the stem on the right and
-  bottom up to a multiple of ``patch_size // 4`` (as OpenMMLab's port does); multiples of 32 are
-  untouched.
+  bottom up to a multiple of ``patch_size // 4`` (as OpenMMLab's port does; ``size_mismatch="pad"``,
+  the default); multiples of 32 are untouched. ``size_mismatch="resize"`` instead resizes whatever
+  does not line up as the spectrogram fork (``Conformer_xai``) does: no padding, the FCU-up map
+  resized (nearest) to the CNN block's map, the transformer tokens (class token included) resized
+  along the token axis (nearest) to the FCU-down token count.
+* A 3-channel model given a 1-channel input repeats it over the 3 channels (the fork's
+  ``forward``; exactly a 1-channel model whose stem weights are summed over the channels).
+
+The size logic lives in small functions wrapped with ``torch.fx.wrap`` (leaves of an FX graph), so
+the model traces with ``torch.fx`` and exports with ``torch.export`` in both size modes.
 """
 
 from __future__ import annotations
@@ -27,7 +35,75 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-__all__ = ["Conformer", "BranchLogits", "BranchFeatures", "Attention", "TransformerBlock"]
+__all__ = ["Conformer", "BranchLogits", "BranchFeatures", "Attention", "TransformerBlock",
+           "SIZE_MISMATCH_MODES", "token_resize_index"]
+
+#: How mismatched CNN maps and token grids are reconciled: OpenMMLab's padding or the fork's resize.
+SIZE_MISMATCH_MODES = ("pad", "resize")
+
+
+def _check_size_mismatch(mode: object) -> str:
+    if mode not in SIZE_MISMATCH_MODES:
+        raise ValueError(f"size_mismatch must be one of {', '.join(map(repr, SIZE_MISMATCH_MODES))}"
+                         f", got {mode!r}")
+    return mode  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------- size logic (FX leaf functions)
+def _resize_map_to(x_t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """The FCU-up map resized (nearest) to ``ref``'s spatial size when the two differ (fork)."""
+    if x_t.shape[-2:] != ref.shape[-2:]:
+        x_t = F.interpolate(x_t, size=ref.shape[-2:])
+    return x_t
+
+
+def _resize_tokens_to(x_t: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Tokens (B, N, C) resized (nearest) along the token axis to ``ref``'s count N' (fork).
+
+    As the fork does it: the tokens as a (1, B, N, C) image resized to (N', C), class token
+    included.
+    """
+    if x_t.shape[1] != ref.shape[1]:
+        x_t = F.interpolate(x_t[None], size=(ref.shape[1], ref.shape[2]))[0]
+    return x_t
+
+
+def _pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad a map right and bottom with zeros up to a multiple of ``multiple`` (OpenMMLab)."""
+    pad_h, pad_w = (-x.shape[2]) % multiple, (-x.shape[3]) % multiple
+    if pad_h or pad_w:
+        x = F.pad(x, (0, pad_w, 0, pad_h))
+    return x
+
+
+def _check_and_expand_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Validate a (B, C, H, W) batch; a 1-channel batch for a 3-channel model is repeated."""
+    if x.ndim != 4:
+        raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
+    if x.shape[1] != in_chans and not (x.shape[1] == 1 and in_chans == 3):
+        accepted = "3 (or 1, repeated over 3)" if in_chans == 3 else str(in_chans)
+        raise ValueError(f"expected {accepted} input channels, got {x.shape[1]}")
+    if x.shape[2] < 32 or x.shape[3] < 32:
+        raise ValueError(f"input height and width must be >= 32, got {tuple(x.shape[2:])}")
+    if x.shape[1] != in_chans:
+        x = x.expand(-1, in_chans, -1, -1)
+    return x
+
+
+torch.fx.wrap("_resize_map_to")
+torch.fx.wrap("_resize_tokens_to")
+torch.fx.wrap("_pad_to_multiple")
+torch.fx.wrap("_check_and_expand_input")
+
+
+def token_resize_index(n_in: int, n_out: int) -> torch.Tensor:
+    """Which incoming token each of ``n_out`` tokens copies when tokens are resized (nearest).
+
+    Computed with the same ``F.interpolate`` call the model makes, so the index is exactly the
+    model's selection; ``index[j] = i`` means output token j is input token i.
+    """
+    src = torch.arange(n_in, dtype=torch.float64)[None, None, :, None]
+    return F.interpolate(src, size=(n_out, 1))[0, 0, :, 0].round().long()
 
 
 class BranchLogits(NamedTuple):
@@ -125,6 +201,7 @@ class ConvBlock(nn.Module):
         self.act3 = nn.ReLU()
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.res_conv = res_conv
+        self.resize_coupling = False  # True: resize a mismatched coupling input (the fork)
         if res_conv:
             self.residual_conv = nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False)
             self.residual_bn = _bn(outplanes)
@@ -133,7 +210,9 @@ class ConvBlock(nn.Module):
                 return_x_2: bool = True) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         residual = x
         h = self.act1(self.bn1(self.conv1(x)))
-        h = self.conv2(h if x_t is None else h + x_t)
+        if x_t is not None:
+            h = h + (_resize_map_to(x_t, h) if self.resize_coupling else x_t)
+        h = self.conv2(h)
         x2 = self.act2(self.bn2(h))
         h = self.drop_path(self.bn3(self.conv3(x2)))
         if self.res_conv:
@@ -193,11 +272,15 @@ class ConvTransBlock(nn.Module):
         self.trans_block = TransformerBlock(embed_dim, num_heads, mlp_ratio, qkv_bias, drop,
                                             attn_drop, drop_path)
         self.dw_stride = dw_stride
+        self.resize_tokens = False  # True: resize mismatched tokens to FCU down's count (the fork)
 
     def forward(self, x: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, x2 = self.cnn_block(x)
         _, _, h, w = x2.shape
-        x_t = self.trans_block(self.squeeze_block(x2, x_t) + x_t)
+        x_st = self.squeeze_block(x2, x_t)
+        if self.resize_tokens:
+            x_t = _resize_tokens_to(x_t, x_st)
+        x_t = self.trans_block(x_st + x_t)
         x_t_r = self.expand_block(x_t, h // self.dw_stride, w // self.dw_stride)
         x = self.fusion_block(x, x_t_r, return_x_2=False)
         return x, x_t
@@ -218,13 +301,17 @@ class Conformer(nn.Module):
         mlp_ratio: Transformer MLP expansion.
         qkv_bias: Bias on the qkv projection.
         drop_rate, attn_drop_rate, drop_path_rate: Training-only regularisation.
+        size_mismatch: ``"pad"`` (default; OpenMMLab's padding of the stem output) or
+            ``"resize"`` (the spectrogram fork's resizing of mismatched maps and tokens); also
+            settable later as ``model.size_mismatch``. Both give the same logits when height and
+            width are multiples of 32.
     """
 
     def __init__(self, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  base_channel: int = 64, channel_ratio: float = 4, embed_dim: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, **kwargs) -> None:
+                 drop_path_rate: float = 0.0, size_mismatch: str = "pad", **kwargs) -> None:
         super().__init__()
         kwargs.pop("pretrained_cfg", None)
         kwargs.pop("pretrained_cfg_overlay", None)
@@ -235,6 +322,7 @@ class Conformer(nn.Module):
             raise ValueError(f"depth must be a multiple of 3, got {depth}")
         if patch_size not in (16, 32):
             raise ValueError(f"patch_size must be 16 or 32, got {patch_size}")
+        _check_size_mismatch(size_mismatch)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.patch_size = patch_size
@@ -282,6 +370,22 @@ class Conformer(nn.Module):
                 stage_2 if first else stage_3, stage_3, first, 2 if first else 1, dw // 4,
                 drop_path=dpr[i - 1], last_fusion=i == depth, **common))
         self._init_weights()
+        self.size_mismatch = size_mismatch
+
+    @property
+    def size_mismatch(self) -> str:
+        """``"pad"`` (OpenMMLab's padding) or ``"resize"`` (the spectrogram fork's resizing)."""
+        return self._size_mismatch
+
+    @size_mismatch.setter
+    def size_mismatch(self, mode: str) -> None:
+        self._size_mismatch = _check_size_mismatch(mode)
+        resize = mode == "resize"
+        for m in self.modules():
+            if isinstance(m, ConvBlock):
+                m.resize_coupling = resize
+            elif isinstance(m, ConvTransBlock):
+                m.resize_tokens = resize
 
     def _init_weights(self) -> None:
         nn.init.trunc_normal_(self.cls_token, std=0.02)
@@ -299,7 +403,7 @@ class Conformer(nn.Module):
     # ----------------------------------------------------------------- structure helpers
     @property
     def blocks(self) -> list[nn.Module]:
-        """The 12 blocks in order: ``trans_1`` stands for block 1's transformer side."""
+        """The ``depth`` blocks in order: ``trans_1`` stands for block 1's transformer side."""
         return [self.trans_1] + [getattr(self, f"conv_trans_{i}") for i in range(2, self.depth + 1)]
 
     def cnn_block_module(self, k: int) -> nn.Module:
@@ -310,14 +414,41 @@ class Conformer(nn.Module):
         """The transformer block of block ``k`` (1-based)."""
         return self.trans_1 if k == 1 else getattr(self, f"conv_trans_{k}").trans_block
 
-    def token_grid(self, height: int, width: int) -> tuple[int, int]:
-        """The transformer token grid (rows, cols) for an input of the given size (padded)."""
+    def stage_of(self, block: int) -> int:
+        """Stage (1, 2 or 3) of a 1-based block: each stage holds a third of the depth."""
+        if not 1 <= block <= self.depth:
+            raise ValueError(f"block {block} out of range; accepted: 1..{self.depth}")
+        third = self.depth // 3
+        return 1 if block <= third else 2 if block <= 2 * third else 3
+
+    def cnn_stride(self, block: int) -> int:
+        """Input pixels per cell of the CNN branch's map after ``block`` (4, 8, 16; 32 last)."""
+        return 32 if block == self.depth else 2 ** (self.stage_of(block) + 1)
+
+    def token_grid(self, height: int, width: int, block: int | None = None) -> tuple[int, int]:
+        """The transformer token grid (rows, cols) of ``block`` (1-based) for an input size.
+
+        With ``size_mismatch="pad"`` every block has the same grid (of the padded stem). With
+        ``"resize"`` the grid is each block's FCU-down grid (floor), which can change between
+        stages; ``block=None`` means block 1 (the patch embedding's grid).
+        """
         sh, sw = _stem_size(height), _stem_size(width)
-        m = self.pad_multiple
-        return math.ceil(sh / m), math.ceil(sw / m)
+        dw = self.pad_multiple
+        if self.size_mismatch == "pad":
+            return math.ceil(sh / dw), math.ceil(sw / dw)
+        stage = 1 if block is None else self.stage_of(block)
+        for _ in range(stage - 1):  # stride-2 3x3 conv (padding 1) at each stage's first block
+            sh, sw, dw = (sh - 1) // 2 + 1, (sw - 1) // 2 + 1, dw // 2
+        return sh // dw, sw // dw
+
+    def token_grids(self, height: int, width: int) -> list[tuple[int, int]]:
+        """The token grid of every block (1..depth) for an input size."""
+        return [self.token_grid(height, width, k) for k in range(1, self.depth + 1)]
 
     def padded_input_size(self, height: int, width: int) -> tuple[int, int]:
-        """Input-pixel extent that the (padded) feature maps cover; crop maps back to (H, W)."""
+        """Input-pixel extent the block-1 token grid covers (padding included; with
+        ``size_mismatch="resize"`` it can be smaller than the input, whose last pixels no token
+        covers)."""
         gh, gw = self.token_grid(height, width)
         return gh * self.patch_size, gw * self.patch_size
 
@@ -344,22 +475,13 @@ class Conformer(nn.Module):
         return {"cls_token"}
 
     # ----------------------------------------------------------------- forward
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        if x.shape[1] != self.in_chans:
-            raise ValueError(f"expected {self.in_chans} input channels, got {x.shape[1]}")
-        if x.shape[2] < 32 or x.shape[3] < 32:
-            raise ValueError(f"input height and width must be >= 32, got {tuple(x.shape[2:])}")
-
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
-        """Stem (conv, BN, ReLU, max-pool), padded right/bottom to a multiple of patch/4."""
-        self._check_input(x)
+        """Stem (conv, BN, ReLU, max-pool); padded right/bottom to a multiple of patch/4 in
+        ``"pad"`` mode, left as it is (the patch conv floors) in ``"resize"`` mode."""
+        x = _check_and_expand_input(x, self.in_chans)
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        m = self.pad_multiple
-        pad_h, pad_w = (-x.shape[2]) % m, (-x.shape[3]) % m
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
+        if self._size_mismatch == "pad":
+            x = _pad_to_multiple(x, self.pad_multiple)
         return x
 
     def _iter_blocks(self, x: torch.Tensor, stop: int | None = None):
@@ -444,7 +566,6 @@ class Conformer(nn.Module):
                 if not 0 <= j < self.depth:
                     raise ValueError(f"block index {i} out of range for depth {self.depth}")
                 wanted.append(j)
-        gh, gw = self.token_grid(x.shape[2], x.shape[3])
         stop = max(wanted) + 1 if (stop_early and intermediates_only) else None
         out: dict[int, BranchFeatures] = {}
         c = t = None
@@ -452,6 +573,7 @@ class Conformer(nn.Module):
             if k - 1 in wanted:
                 tt = self.trans_norm(t) if norm else t
                 if output_fmt == "NCHW":
+                    gh, gw = self.token_grid(x.shape[2], x.shape[3], k)
                     tt = tt[:, 1:].transpose(1, 2).reshape(t.shape[0], t.shape[2], gh, gw)
                 out[k - 1] = BranchFeatures(c, tt)
         intermediates = [out[j] for j in wanted]
@@ -495,7 +617,15 @@ CONFORMER_VARIANTS: dict[str, dict] = {
     "conformer_small_patch16": dict(patch_size=16, channel_ratio=4, embed_dim=384, num_heads=6),
     "conformer_small_patch32": dict(patch_size=32, channel_ratio=4, embed_dim=384, num_heads=6),
     "conformer_base_patch16": dict(patch_size=16, channel_ratio=6, embed_dim=576, num_heads=9),
+    # the spectrogram fork's (Conformer_xai) smaller variants; no published weights
+    "conformer_tinytiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=384, num_heads=3,
+                                       depth=6),
+    "conformer_tinytinytiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=192,
+                                           num_heads=3, depth=3),
 }
+
+#: The fork's variants: raw log-mel spectrograms in dB (no normalisation), 1 channel repeated.
+FORK_VARIANTS = ("conformer_tinytiny_patch16", "conformer_tinytinytiny_patch16")
 
 
 def _create_conformer(variant: str, pretrained: bool = False, **kwargs) -> Conformer:
@@ -516,10 +646,14 @@ def _register() -> None:
 
     from .weights import IMAGENET_URLS
 
-    globals()["default_cfgs"] = generate_default_cfgs(
-        {f"{name}.in1k": _cfg(url=IMAGENET_URLS[name]) for name in CONFORMER_VARIANTS})
+    cfgs = {f"{name}.in1k": _cfg(url=IMAGENET_URLS[name]) for name in IMAGENET_URLS}
+    # the fork's variants: inputs are raw dB spectrograms, no mean/std, no crop
+    cfgs.update({name: _cfg(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0,
+                            license=None, origin_url="https://github.com/pengzhiliang/Conformer")
+                 for name in FORK_VARIANTS})
+    globals()["default_cfgs"] = generate_default_cfgs(cfgs)
     for fn in (conformer_tiny_patch16, conformer_small_patch16, conformer_small_patch32,
-               conformer_base_patch16):
+               conformer_base_patch16, conformer_tinytiny_patch16, conformer_tinytinytiny_patch16):
         register_model(fn)
 
 
@@ -541,3 +675,13 @@ def conformer_small_patch32(pretrained: bool = False, **kwargs) -> Conformer:
 def conformer_base_patch16(pretrained: bool = False, **kwargs) -> Conformer:
     """Conformer-B, patch 16 (83.3 M parameters; 84.1 % ImageNet top-1 in the paper)."""
     return _create_conformer("conformer_base_patch16", pretrained, **kwargs)
+
+
+def conformer_tinytiny_patch16(pretrained: bool = False, **kwargs) -> Conformer:
+    """The spectrogram fork's ``Conformer_tinytiny_patch16``: depth 6, width 384, 3 heads."""
+    return _create_conformer("conformer_tinytiny_patch16", pretrained, **kwargs)
+
+
+def conformer_tinytinytiny_patch16(pretrained: bool = False, **kwargs) -> Conformer:
+    """The spectrogram fork's ``Conformer_tinytinytiny_patch16``: depth 3, width 192, 3 heads."""
+    return _create_conformer("conformer_tinytinytiny_patch16", pretrained, **kwargs)

@@ -1,4 +1,11 @@
-"""Attention rollout (Abnar and Zuidema 2020) and gradient rollout (Chefer et al. 2021)."""
+"""Attention rollout (Abnar and Zuidema 2020) and gradient rollout (Chefer et al. 2021).
+
+Token counts may change between blocks (a Conformer in ``size_mismatch="resize"`` mode resizes
+its tokens along the token axis, nearest, at the start of a stage). Relevance is then carried
+through the resize's selection: the 0/1 matrix S (N_k x N_{k-1}) with S[j, i] = 1 when token j of
+block k copies token i of block k-1, applied before block k's attention. Both methods return the
+class token's relevance over the patch tokens of the first block's grid.
+"""
 
 from __future__ import annotations
 
@@ -47,16 +54,40 @@ def attention_rollout(attentions: Sequence[torch.Tensor], num_prefix_tokens: int
         raise ValueError(f"start_block {options.start_block} beyond the {len(attentions)} blocks")
     first = attentions[0]
     b, _, n, _ = first.shape
-    eye = torch.eye(n, dtype=torch.float32, device=first.device)
-    result = eye.expand(b, n, n)
-    for attn in attentions[options.start_block - 1:]:
+    result = torch.eye(n, dtype=torch.float32, device=first.device).expand(b, n, n)
+    for k, attn in enumerate(attentions, start=1):
+        result = carry_through_resize(result, attn.shape[-1])
+        if k < options.start_block:
+            continue
         fused = fuse_heads(attn.float(), options.head_fusion)
         if options.discard_ratio > 0:
             fused = _discard_lowest(fused, options.discard_ratio)
+        eye = torch.eye(fused.shape[-1], dtype=torch.float32, device=fused.device)
         a = 0.5 * fused + 0.5 * eye
         a = a / a.sum(dim=-1, keepdim=True)
         result = a @ result
     return result[:, 0, num_prefix_tokens:]
+
+
+def token_selection(n_in: int, n_out: int, device: torch.device | str | None = None
+                    ) -> torch.Tensor:
+    """The 0/1 matrix (n_out, n_in) of a nearest resize along the token axis.
+
+    Row j has its single 1 at the token that output token j copies (the model's own
+    ``F.interpolate`` selection, see :func:`conformer_xai.models.conformer.token_resize_index`).
+    """
+    from ...models.conformer import token_resize_index
+
+    index = token_resize_index(n_in, n_out).to(device)
+    return torch.nn.functional.one_hot(index, n_in).float()
+
+
+def carry_through_resize(relevance: torch.Tensor, n: int) -> torch.Tensor:
+    """Relevance (B, N_prev, N_0) carried to a block of ``n`` tokens: S @ relevance."""
+    n_prev = relevance.shape[-2]
+    if n_prev == n:
+        return relevance
+    return token_selection(n_prev, n, relevance.device) @ relevance
 
 
 def _discard_lowest(fused: torch.Tensor, ratio: float) -> torch.Tensor:
@@ -76,14 +107,15 @@ def gradient_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[tor
                      num_prefix_tokens: int = 1) -> torch.Tensor:
     """Chefer et al. 2021 (generic attention-model explainability), class token's relevance.
 
-    R = I; for each block R = R + mean_heads(ReLU(dA * A)) R, with dA the gradient of the target
-    score with respect to the attention probabilities A; returns R's class-token row over the
-    patches (B, N - prefix).
+    R = I; for each block R = S R (a token resize's selection, if any), then
+    R = R + mean_heads(ReLU(dA * A)) R, with dA the gradient of the target score with respect to
+    the attention probabilities A; returns R's class-token row over the first block's patches.
     """
     first = attentions[0]
     b, _, n, _ = first.shape
     relevance = torch.eye(n, dtype=torch.float32, device=first.device).expand(b, n, n)
     for attn, grad in zip(attentions, gradients):
+        relevance = carry_through_resize(relevance, attn.shape[-1])
         if grad is None:
             continue
         cam = (grad.float() * attn.float()).clamp_min(0).mean(dim=1)
