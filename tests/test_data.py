@@ -195,7 +195,7 @@ def test_raw_arrays_are_model_inputs_as_they_are(tmp_path: Path) -> None:
 
     spec = np.linspace(-80.0, 0.0, 40 * 50, dtype=np.float32).reshape(40, 50)
     for name, save, value in (("a.npy", np.save, spec), ("b.npy", np.save, spec[None]),
-                              ("c.pt", torch.save, torch.from_numpy(spec)[None])):
+                              ("c.pt", lambda p, v: torch.save(v, p), torch.from_numpy(spec)[None])):
         np_path = tmp_path / name
         save(np_path, value)
         x, display = data.load_image(np_path)
