@@ -144,7 +144,8 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
         image: The display image (default ``exp.image``): the folded ``(H, W)`` spectrogram in
             [0, 1] that :func:`conformer_xai.load_audio` returns, or a raw array's.
         index: Image of the batch.
-        shallow, deep: Blocks of the Grad-CAM rows (default: a third of the depth, the last).
+        shallow, deep: Blocks of the Grad-CAM rows (default: a third of the depth and the last,
+            or the explained blocks closest to them).
         cmap, alpha: Colour map of the maps and its opacity over the spectrogram.
 
     Raises:
@@ -165,7 +166,10 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
     for b in branches:
         available = exp.blocks("gradcam", b)
         lo, hi = default_blocks(num_blocks(exp, b), b)
-        pick = [shallow if shallow is not None else lo, deep if deep is not None else hi]
+        nearest = [min(available, key=lambda k, want=want: (abs(k - want), k))
+                   for want in (lo, hi)]  # the blocks explained closest to the defaults
+        pick = [shallow if shallow is not None else nearest[0],
+                deep if deep is not None else nearest[1]]
         for k in pick:
             if k not in available:
                 raise ValueError(f"block {k} has no Grad-CAM map on the {b} branch; available: "
