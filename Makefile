@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	# pip takes torch/torchvision from this machine's disk where available (see README).
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev,audio]'
 	# Quantus (metric cross-checks in the tests) without its opencv-python requirement
 	$(BIN)/python -m pip install --no-deps 'quantus>=0.6'
 	touch $(STAMP)

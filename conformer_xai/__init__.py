@@ -26,23 +26,27 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
-    "__version__", "load_model", "load_image", "Explainer", "Explanation", "plot", "metrics",
-    "models",
+    "__version__", "load_model", "load_image", "load_array", "load_audio", "Explainer",
+    "Explanation", "plot", "metrics", "models",
 ]
 
 _LAZY = {
     "load_model": ("conformer_xai.models.weights", "load_model"),
     "load_image": ("conformer_xai.data", "load_image"),
+    "load_array": ("conformer_xai.data", "load_array"),
+    "load_audio": ("conformer_xai.audio", "load_audio"),
     "Explainer": ("conformer_xai.explain", "Explainer"),
     "Explanation": ("conformer_xai.explain", "Explanation"),
     "plot": ("conformer_xai.plot", None),
     "metrics": ("conformer_xai.metrics", None),
     "models": ("conformer_xai.models", None),
+    "audio": ("conformer_xai.audio", None),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import metrics, models, plot
-    from .data import load_image
+    from .audio import load_audio
+    from .data import load_array, load_image
     from .explain import Explainer, Explanation
     from .models.weights import load_model
 

@@ -30,13 +30,18 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "IMAGE_EXTENSIONS", "DEFAULT_DATA_CONFIG", "load_image", "resolve_data_config",
     "find_images", "parse_input_size", "class_names_for", "imagenet_class_names",
-    "read_labels",
+    "read_labels", "load_array", "ARRAY_EXTENSIONS", "AUDIO_EXTENSIONS", "input_kind_of",
 ]
 
 #: File extensions recognised as images when a folder or glob is expanded (case-insensitive).
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-#: Arrays accepted by :func:`load_image` as 2-D single-channel inputs (spectrograms, say).
-ARRAY_EXTENSIONS = (".npy",)
+#: Raw arrays accepted by :func:`load_image` (fed to the model as they are; see
+#: :func:`load_array`).
+ARRAY_EXTENSIONS = (".npy", ".pt")
+#: Audio files accepted by the CLI (see :func:`conformer_xai.audio.load_audio`).
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+#: The smallest height and width the Conformer takes.
+MIN_SIDE = 32
 
 #: The data config used when neither a model nor a data config is given (timm's ImageNet default).
 DEFAULT_DATA_CONFIG: dict[str, Any] = {
@@ -149,9 +154,105 @@ def _model_in_chans(model: Any) -> int | None:
     return None
 
 
+def input_kind_of(path: str | os.PathLike) -> str:
+    """``"array"`` (.npy, .pt), ``"audio"`` (.wav, .flac, .ogg) or ``"image"``, by extension."""
+    suffix = Path(path).suffix.lower()
+    if suffix in ARRAY_EXTENSIONS:
+        return "array"
+    return "audio" if suffix in AUDIO_EXTENSIONS else "image"
+
+
+def load_array(path: str | os.PathLike, model: Any = None) -> tuple[torch.Tensor, np.ndarray]:
+    """Read a raw array (``.npy``, or a ``.pt`` tensor) as the model input it is.
+
+    No scaling, normalising, resizing or cropping: a raw log-mel spectrogram in dB goes in as
+    the model was trained on it. Shapes ``(H, W)``, ``(1, H, W)`` and ``(C, H, W)`` are taken;
+    one channel is repeated to a multi-channel model's channels (what the fork's 3-channel
+    Conformer does with a 1-channel input).
+
+    Args:
+        path: A ``.npy`` file (read without pickle) or a ``.pt`` file holding one tensor (read
+            with ``torch.load(..., weights_only=True)``).
+        model: The model, for its input channels; None keeps the array's.
+
+    Returns:
+        ``(x, display)``: ``x`` the ``(1, C, H, W)`` float32 input, ``display`` its first
+        channel min-max scaled to [0, 1], ``(H, W)`` float32 (for a perceptual colour map).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Unreadable, not numeric, NaN or infinite values, a shape other than the
+            above, channels the model does not take, or smaller than 32 x 32.
+    """
+    import torch
+
+    path = Path(path)
+    arr = _read_raw(path)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim != 3:
+        raise ValueError(f"{path}: a raw array must be (H, W), (1, H, W) or (C, H, W); got shape "
+                         f"{tuple(arr.shape)}")
+    chans = (_model_in_chans(model) if model is not None else None) or arr.shape[0]
+    if arr.shape[0] not in (1, chans):
+        raise ValueError(f"{path}: the array has {arr.shape[0]} channels (shape "
+                         f"{tuple(arr.shape)}) but the model takes {chans} (or 1); save it as "
+                         f"(H, W), (1, H, W) or ({chans}, H, W)")
+    if min(arr.shape[1:]) < MIN_SIDE:
+        raise ValueError(f"{path}: the array is {arr.shape[1]} x {arr.shape[2]}; the model needs "
+                         f"at least {MIN_SIDE} x {MIN_SIDE}")
+    x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    x = x.expand(chans, -1, -1).contiguous()[None]
+    first = arr[0].astype(np.float32)
+    lo, hi = float(first.min()), float(first.max())
+    display = (first - lo) / (hi - lo) if hi > lo else np.zeros_like(first)
+    return x, display.astype(np.float32)
+
+
+def _read_raw(path: Path) -> np.ndarray:
+    """The numeric, finite, non-empty array of a ``.npy`` or ``.pt`` file."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.is_dir() or path.stat().st_size == 0:
+        raise ValueError(f"{path}: not an array file ({'a folder' if path.is_dir() else 'empty'})")
+    if path.suffix.lower() == ".pt":
+        arr = _read_pt(path)
+    else:
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise ValueError(f"{path}: not a .npy array ({' '.join(str(exc).split())})") from None
+    if arr.size == 0 or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool) \
+            or np.iscomplexobj(arr):
+        raise ValueError(f"{path}: a raw array must be non-empty and real-valued, got shape "
+                         f"{arr.shape} of {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{path}: the array holds NaN or infinite values")
+    return arr
+
+
+def _read_pt(path: Path) -> np.ndarray:
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and weights-only errors of many kinds
+        detail = " ".join(str(exc).split())[:160]
+        raise ValueError(f"{path}: not a .pt tensor file torch reads safely ({detail})") from None
+    if isinstance(obj, dict):
+        tensors = [v for v in obj.values() if isinstance(v, torch.Tensor)]
+        obj = tensors[0] if len(tensors) == 1 else obj
+    if not isinstance(obj, torch.Tensor):
+        raise ValueError(f"{path}: a .pt input must hold one tensor, got {type(obj).__name__}")
+    return obj.detach().cpu().float().numpy() if obj.is_floating_point() else obj.numpy()
+
+
 def load_image(path: str | os.PathLike, model: Any = None,
                input_size: int | Sequence[int] | None = None, crop: bool = True,
-               data_config: dict | None = None) -> tuple[torch.Tensor, np.ndarray]:
+               data_config: dict | None = None, as_image: bool = False
+               ) -> tuple[torch.Tensor, np.ndarray]:
     """Read an image file and preprocess it as timm does for ``model``.
 
     The pipeline is timm's eval transform built from the model's data config
@@ -162,9 +263,13 @@ def load_image(path: str | os.PathLike, model: Any = None,
 
     Accepted inputs: every format Pillow reads (EXIF orientation applied; grayscale, palette,
     RGBA/LA composited on white, 16-bit grayscale scaled from 0..65535, 32-bit float images
-    min-max scaled unless already in [0, 1]) and ``.npy`` files holding a 2-D array (min-max
-    scaled to [0, 1] and treated as a grayscale image). Colour images become grayscale
-    (ITU-R 601 luma) for 1-channel models; grayscale images are replicated for 3-channel models.
+    min-max scaled unless already in [0, 1]). Colour images become grayscale (ITU-R 601 luma)
+    for 1-channel models; grayscale images are replicated for 3-channel models.
+
+    Raw arrays (``.npy``, ``.pt``) are model inputs as they are (:func:`load_array`): no
+    scaling, normalising, resizing or cropping, so ``input_size``, ``crop=False`` and
+    ``data_config`` are refused for them. With ``as_image=True`` a 2-D array is instead
+    min-max scaled to [0, 1] and treated as a grayscale image (the image pipeline above).
 
     Args:
         path: Image file.
@@ -173,11 +278,13 @@ def load_image(path: str | os.PathLike, model: Any = None,
         input_size: ``H`` or ``(H, W)`` overriding the config's input size.
         crop: Centre crop (timm's eval transform); ``False`` resizes to the input size exactly.
         data_config: Overrides of the model's data config (see :func:`resolve_data_config`).
+        as_image: Treat a ``.npy``/``.pt`` array as a grayscale image (min-max, normalise,
+            resize) instead of a raw model input.
 
     Returns:
         ``(x, image)``: ``x`` the normalised ``(1, C, H, W)`` float32 tensor; ``image`` the
         ``(H, W, C)`` float32 display image in [0, 1], exactly the crop the model saw (C = 1 for
-        1-channel models).
+        1-channel models). For a raw array: see :func:`load_array`.
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -185,6 +292,14 @@ def load_image(path: str | os.PathLike, model: Any = None,
     """
     import torch
 
+    if not as_image and Path(path).suffix.lower() in ARRAY_EXTENSIONS:
+        given = [name for name, value in (("input_size", input_size), ("crop=False", not crop),
+                                           ("data_config", data_config)) if value]
+        if given:
+            raise ValueError(f"{path}: a raw array is fed to the model as it is, so "
+                             f"{' and '.join(given)} do not apply; pass as_image=True to treat "
+                             f"it as an image")
+        return load_array(path, model)
     cfg = resolve_data_config(model, data_config, input_size)
     chans, height, width = cfg["input_size"]
     pil = _read_image(Path(path), chans)
@@ -229,6 +344,9 @@ def _read_image(path: Path, chans: int) -> Image.Image:
         raise ValueError(f"{path}: not an image file (empty file)")
     if path.suffix.lower() in ARRAY_EXTENSIONS:
         return _array_to_pil(_read_array(path), path)
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        raise ValueError(f"{path}: an audio file, not an image; read it with "
+                         f"conformer_xai.load_audio")
     try:
         with Image.open(path) as opened:
             opened.load()
@@ -270,14 +388,18 @@ def _to_standard_mode(img: Image.Image, path: Path) -> Image.Image:
 
 def _read_array(path: Path) -> np.ndarray:
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = _read_raw(path) if path.suffix.lower() == ".pt" else np.load(path,
+                                                                           allow_pickle=False)
     except (OSError, ValueError, EOFError) as exc:
-        raise ValueError(f"{path}: not an image file (unreadable .npy array: {exc})") from None
+        raise ValueError(f"{path}: not an image file (unreadable array: {exc})") from None
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim != 2 or arr.size == 0 or not (np.issubdtype(arr.dtype, np.number)
                                               or arr.dtype == bool):
-        raise ValueError(f"{path}: not an image file (a .npy input must hold a non-empty 2-D "
+        raise ValueError(f"{path}: not an image file (an array read as an image must hold a "
+                         f"non-empty 2-D "
                          f"numeric array, got shape {arr.shape} of {arr.dtype})")
     return arr.astype(np.float32)
 
@@ -300,8 +422,8 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]
     """Expand files, folders (recursively) and glob patterns into input files.
 
     A file named directly is kept whatever its extension (reading it reports a non-image file);
-    folders and globs keep files with an image extension (:data:`IMAGE_EXTENSIONS`; a glob also
-    keeps ``.npy``). Hidden files and folders (name starting with ".") inside a folder are skipped.
+    folders and globs keep files with an image extension (:data:`IMAGE_EXTENSIONS`), raw arrays
+    (:data:`ARRAY_EXTENSIONS`) and audio files (:data:`AUDIO_EXTENSIONS`). Hidden files and folders (name starting with ".") inside a folder are skipped.
 
     Each file gets an output stem: its path relative to the folder given (or to the glob's
     non-pattern prefix), without the extension (``sub/cat``); a file named directly gets its own
@@ -331,7 +453,8 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]
             entries = _walk_folder(path)
             if not entries:
                 raise ValueError(f"{path}: folder holds no image files (looked for "
-                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+                                 f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)} and audio "
+                                 f"{', '.join(AUDIO_EXTENSIONS)})")
         elif _has_magic(text):
             entries = _expand_glob(text)
         else:
@@ -353,7 +476,7 @@ def _has_magic(text: str) -> bool:
 
 def _is_image_name(name: str, arrays: bool = False) -> bool:
     suffix = os.path.splitext(name)[1].lower()
-    return suffix in IMAGE_EXTENSIONS or (arrays and suffix in ARRAY_EXTENSIONS)
+    return suffix in IMAGE_EXTENSIONS or (arrays and suffix in ARRAY_EXTENSIONS + AUDIO_EXTENSIONS)
 
 
 def _walk_folder(folder: Path) -> list[tuple[Path, str]]:
@@ -361,7 +484,7 @@ def _walk_folder(folder: Path) -> list[tuple[Path, str]]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or not _is_image_name(name):
+            if name.startswith(".") or not _is_image_name(name, arrays=True):
                 continue
             file = Path(root) / name
             out.append((file, file.relative_to(folder).with_suffix("").as_posix()))
@@ -382,7 +505,7 @@ def _expand_glob(pattern: str) -> list[tuple[Path, str]]:
             out.append((path, _relative_stem(path, prefix)))
     if not out:
         raise ValueError(f"{pattern}: the pattern matches no image files (looked for "
-                         f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)})")
+                         f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + AUDIO_EXTENSIONS)})")
     return out
 
 

@@ -175,17 +175,54 @@ def test_sixteen_bit_and_grayscale_images(tmp_path: Path) -> None:
     np.testing.assert_array_equal(image[..., 0], image[..., 1])
 
 
-def test_npy_arrays_as_single_channel_inputs(tmp_path: Path) -> None:
+def test_npy_arrays_as_images_with_as_image(tmp_path: Path) -> None:
     spec = np.linspace(-80.0, 0.0, 20 * 30).reshape(20, 30)
     path = tmp_path / "spec.npy"
     np.save(path, spec)
-    x, image = data.load_image(path, data_config={"input_size": (1, 20, 30)}, crop=False)
+    x, image = data.load_image(path, data_config={"input_size": (1, 20, 30)}, crop=False,
+                               as_image=True)
     assert x.shape == (1, 1, 20, 30)
     np.testing.assert_allclose(image[..., 0], (spec + 80.0) / 80.0, atol=1e-5)
     bad = tmp_path / "cube.npy"
     np.save(bad, np.zeros((2, 3, 4)))
-    with pytest.raises(ValueError, match=r"cube.npy: not an image file \(a .npy input must"):
-        data.load_image(bad)
+    with pytest.raises(ValueError, match=r"cube.npy: not an image file \(an array read as an "
+                                         r"image must hold a non-empty 2-D"):
+        data.load_image(bad, as_image=True)
+
+
+def test_raw_arrays_are_model_inputs_as_they_are(tmp_path: Path) -> None:
+    import torch
+
+    spec = np.linspace(-80.0, 0.0, 40 * 50, dtype=np.float32).reshape(40, 50)
+    for name, save, value in (("a.npy", np.save, spec), ("b.npy", np.save, spec[None]),
+                              ("c.pt", lambda p, v: torch.save(v, p), torch.from_numpy(spec)[None])):
+        np_path = tmp_path / name
+        save(np_path, value)
+        x, display = data.load_image(np_path)
+        assert x.shape == (1, 1, 40, 50) and x.dtype == torch.float32
+        np.testing.assert_array_equal(x[0, 0].numpy(), spec)  # no scaling, resizing, cropping
+        np.testing.assert_allclose(display, (spec + 80.0) / 80.0, atol=1e-6)
+
+    class Three(torch.nn.Module):
+        in_chans = 3
+
+    x3, _ = data.load_array(tmp_path / "a.npy", Three())
+    assert x3.shape == (1, 3, 40, 50) and torch.equal(x3[0, 0], x3[0, 2])
+    wrong = tmp_path / "two.npy"
+    np.save(wrong, np.zeros((2, 40, 50), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"two.npy: the array has 2 channels .* the model "
+                                         r"takes 3"):
+        data.load_array(wrong, Three())
+    nan = tmp_path / "nan.npy"
+    np.save(nan, np.full((40, 50), np.nan, dtype=np.float32))
+    with pytest.raises(ValueError, match="nan.npy: the array holds NaN or infinite values"):
+        data.load_image(nan)
+    with pytest.raises(ValueError, match="input_size and crop=False do not apply"):
+        data.load_image(tmp_path / "a.npy", input_size=(64, 64), crop=False)
+    small = tmp_path / "small.npy"
+    np.save(small, np.zeros((20, 30), dtype=np.float32))
+    with pytest.raises(ValueError, match="needs at least 32 x 32"):
+        data.load_image(small)
 
 
 def test_bad_files_raise_clear_errors(tmp_path: Path) -> None:

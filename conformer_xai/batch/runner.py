@@ -72,6 +72,7 @@ def run_dataset(
     reduce: str | int = "mean",
     input_size: int | Sequence[int] | None = None,
     crop: bool = True,
+    audio_config: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
     dtype: str = "float16",
     autocast_dtype: str | torch.dtype | None = None,
@@ -122,6 +123,11 @@ def run_dataset(
         input_size: Model input size (int or (height, width)); None = the model's data config.
         crop: Centre crop as timm's eval transform (default); False resizes each image to the
             input size exactly (non-square inputs such as spectrograms).
+        audio_config: Front-end settings for audio inputs (see
+            :func:`conformer_xai.audio.resolve_audio_config`). A folder of raw arrays or audio
+            clips is explained at their one common size (``input_size`` and ``crop`` do not
+            apply); clips of different lengths need ``frames`` (see
+            :mod:`conformer_xai.batch.spectrograms`).
         device: "cpu", "cuda" (this rank's ``LOCAL_RANK`` GPU under torchrun) or "cuda:<n>";
             None = "cuda" when available, else "cpu".
         dtype: Storage dtype of the maps: "float16" (default) or "float32".
@@ -173,7 +179,7 @@ def run_dataset(
             input_dir, root, shard, paths, model, lock, dev, world, rank, t0,
             batch_size=batch_size, num_workers=num_workers, methods=methods, blocks=blocks,
             heads=heads, target=target, reduce=reduce, input_size=input_size, crop=crop,
-            dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
+            audio_config=audio_config, dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
             resume=resume, force=force, extend=extend, on_batch=on_batch)
     finally:
         if lock is not None:
@@ -236,8 +242,16 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
     channels_last = opts["channels_last"]
     model = prepare_model(model, dev, channels_last=channels_last, compile=opts["compile"])
     from ..data import resolve_data_config
+    from .spectrograms import common_spectrogram_size
 
-    data_config = resolve_data_config(model, None, opts["input_size"])
+    spectro_size = common_spectrogram_size(input_dir, paths, opts["audio_config"])
+    input_size, crop = opts["input_size"], opts["crop"]
+    if spectro_size is not None:
+        if input_size is not None or not crop:
+            raise ValueError("input_size and crop=False do not apply to raw arrays and audio: "
+                             "they are fed at their own size")
+        input_size = spectro_size
+    data_config = resolve_data_config(model, None, input_size)
     input_shape = tuple(int(s) for s in data_config["input_size"])
 
     from ..explain import Explainer
@@ -258,7 +272,10 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
             "n_total": len(paths), "input_size": list(input_shape),
             "data_config": {k: _jsonable(v) for k, v in data_config.items()},
-            "crop": opts["crop"], "methods": list(probe.meta["methods"]), "blocks": blocks,
+            "crop": opts["crop"],
+            **({"audio_config": _jsonable(dict(opts["audio_config"]))}
+               if opts["audio_config"] else {}),
+            "methods": list(probe.meta["methods"]), "blocks": blocks,
             "heads": list(probe.heads), "target": opts["target"], "reduce": opts["reduce"],
             "autocast_dtype": None if amp_dtype is None
             else str(amp_dtype).removeprefix("torch."),
@@ -292,7 +309,9 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
         batches = [list(range(k * c, min(ms.n, (k + 1) * c)))
                    for k in sorted({int(p) // c for p in np.flatnonzero(~done)})]
         vanished = set(ms.progress()["vanished"])
-        dataset = ImageFiles(input_dir, ms.paths, data_config, crop=opts["crop"])
+        dataset = ImageFiles(input_dir, ms.paths, data_config, crop=opts["crop"],
+                             spectrograms=spectro_size is not None,
+                             audio_config=opts["audio_config"])
         loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=batches, num_workers=opts["num_workers"] if batches else 0,
             pin_memory=dev.type == "cuda")

@@ -95,6 +95,11 @@ CLI_WORDING = (
     (r"\bin_chans=(\d+)", r"--in-chans \1"),
     (r"\bweights='(\w+)'", r"--weights \1"),
     (r"\bcheckpoint=PATH\b", "--checkpoint PATH"),
+    (r"\bnum_heads=(?:N\b)?", "--num-heads N"),
+    (r"\bema=True\b", "--ema"),
+    (r"\bsize_mismatch\b", "--size-mismatch"),
+    (r"\bas_image=True\b", "--array-as-image"),
+    (r"\bset frames \(--frames\)", "pass --frames N"),
     (r"\b(?:overwrite|force)=True(?: \(--force\)|, --force)?", "--force"),
     (r"\bresume=True\b", "leave out --no-resume"),
     (r"\bextend=True\b", "--extend"),
@@ -310,7 +315,7 @@ def check_model_name(name: str) -> None:
 
     import conformer_xai  # noqa: F401  (registers our names with timm)
 
-    if not timm.is_model(name):
+    if not (timm.is_model(name) or timm.is_model(name.lower())):  # fork names: Conformer_...
         close = timm.list_models(f"*{name.split('_')[0]}*")[:5] if name else []
         hint = f"; similar timm names: {', '.join(close)}" if close else ""
         raise CliUsageError(f"unknown model {name!r}; ours are {', '.join(OUR_MODELS)}, "
@@ -354,7 +359,7 @@ def check_architecture(name: str, input_size: tuple[int, int] | None = None) -> 
                             f"{near}")
 
 
-def check_weights(model: str, weights: str | None, checkpoint: str | None) -> None:
+def check_weights(model: str | None, weights: str | None, checkpoint: str | None) -> None:
     """Usage checks on the weights options that need no import."""
     if weights is not None and checkpoint is not None:
         raise CliUsageError("give either --weights or --checkpoint, not both (a checkpoint file "
@@ -366,7 +371,8 @@ def check_weights(model: str, weights: str | None, checkpoint: str | None) -> No
         raise CliUsageError(f"--checkpoint {checkpoint}: no such file")
 
 
-def default_weights(model: str, weights: str | None, checkpoint: str | None) -> str | None:
+def default_weights(model: str | None, weights: str | None, checkpoint: str | None
+                    ) -> str | None:
     """The weights source when none is given: a checkpoint needs none; the small models use
     their embedded weights; every other model its published ImageNet weights."""
     if weights is not None or checkpoint is not None:
@@ -386,10 +392,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def load_model(name: str, weights: str | None, checkpoint: str | None = None,
+def load_model(name: str | None, weights: str | None, checkpoint: str | None = None,
                num_classes: int | None = None, in_chans: int | None = None,
-               new_head: bool = False, device: str = "cpu") -> Any:
+               new_head: bool = False, device: str = "cpu", **options: Any) -> Any:
     """``conformer_xai.load_model`` with its errors mapped to exit codes.
+
+    ``name`` may be None with a checkpoint (the name comes from the file); ``options`` are
+    ``ema``, ``num_heads`` and ``size_mismatch``.
 
     ``WeightsError`` (checkpoint and download problems) is a runtime error (1); any other
     ``ValueError`` means the options do not fit together, a usage error (2).
@@ -400,7 +409,7 @@ def load_model(name: str, weights: str | None, checkpoint: str | None = None,
     try:
         return _load_model(name, weights=default_weights(name, weights, checkpoint),
                            checkpoint=checkpoint, num_classes=num_classes, in_chans=in_chans,
-                           new_head=new_head, device=device)
+                           new_head=new_head, device=device, **options)
     except WeightsError as exc:
         raise CliRuntimeError(describe(exc)) from exc
     except FileNotFoundError as exc:
@@ -408,7 +417,7 @@ def load_model(name: str, weights: str | None, checkpoint: str | None = None,
     except ValueError as exc:
         raise CliUsageError(describe(exc)) from exc
     except (OSError, RuntimeError) as exc:
-        raise CliRuntimeError(f"cannot load {name}: {describe(exc)}") from exc
+        raise CliRuntimeError(f"cannot load {name or checkpoint}: {describe(exc)}") from exc
 
 
 def weights_notes(model: Any) -> list[str]:
@@ -501,6 +510,30 @@ def blocks_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--blocks", type=BlockList(), default=None,
                         help="Blocks, 1-based, comma-separated or ranges: 1,6,12 or 1-12 "
                              "(default: all).")(func)
+
+
+def checkpoint_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``--ema``, ``--num-heads`` and ``--size-mismatch``: how a checkpoint becomes a model."""
+    func = click.option("--size-mismatch", type=click.Choice(("pad", "resize")), default=None,
+                        help="Conformer inputs whose branches' maps do not line up (widths not "
+                             "a multiple of 32): pad (default, OpenMMLab's) or resize (the "
+                             "spectrogram fork's).")(func)
+    func = click.option("--num-heads", type=click.IntRange(min=1), default=None,
+                        help="Attention heads, when the checkpoint names no model (default: "
+                             "embed_dim // 64, with a note).")(func)
+    return click.option("--ema", is_flag=True,
+                        help="Load the checkpoint's model_ema weights instead of model.")(func)
+
+
+DEFAULT_MODEL = "conformer_small_patch16"
+"""The model of ``--model`` when neither it nor ``--checkpoint`` is given."""
+
+
+def model_or_default(model: str | None, checkpoint: str | None) -> str | None:
+    """``--model``, or with a checkpoint None (its name comes from the file), else the default."""
+    if model is not None or checkpoint is not None:
+        return model
+    return DEFAULT_MODEL
 
 
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:

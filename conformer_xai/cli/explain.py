@@ -24,6 +24,7 @@ from ._common import (
     check_model_name,
     check_overwrite,
     check_weights,
+    checkpoint_options,
     debug_option,
     describe,
     device_option,
@@ -32,6 +33,7 @@ from ._common import (
     format_option,
     json_option,
     load_model,
+    model_or_default,
     no_empty_folder_on_failure,
     note,
     prepare_out_dir,
@@ -48,13 +50,39 @@ EMBEDDED_ON_PHOTO = ("{model} (embedded weights) was trained only on synthetic s
                      "its predictions and maps carry no meaning")
 
 
-def input_kind(path: Path) -> str:
-    """``"scene"`` for a generated synthetic scene, ``"photo"`` for any other image.
+def input_kind(path: Path, array_as_image: bool = False) -> str:
+    """``"array"`` (.npy/.pt fed raw), ``"audio"`` (.wav/.flac/.ogg), ``"scene"`` for a
+    generated synthetic scene, ``"photo"`` for any other image.
 
-    The rule: an image is a scene when its file name starts with ``scene_<number>`` (how
-    ``examples/scenes/`` names the generated scenes); every other image counts as a photo.
+    The rule for images: an image is a scene when its file name starts with ``scene_<number>``
+    (how ``examples/scenes/`` names the generated scenes); every other image counts as a photo.
     """
+    from conformer_xai.data import input_kind_of
+
+    kind = input_kind_of(path)
+    if kind == "audio" or (kind == "array" and not array_as_image):
+        return kind
     return "scene" if SCENE_NAME.match(path.stem) else "photo"
+
+
+SPECTRO_KINDS = ("array", "audio")
+"""Input kinds drawn on the time-frequency plane (the figure of ``plot.spectrogram_figure``)."""
+
+
+def check_raw_options(jobs: list[ImageJob], input_size: Any, no_crop: bool,
+                      array_as_image: bool, audio: bool) -> None:
+    """Usage errors: resizing options given for raw arrays or audio, which are fed as they are."""
+    kinds = {input_kind(job.path, array_as_image) for job in jobs}
+    raw = [k for k in ("array", "audio") if k in kinds]
+    given = [o for o, v in (("--input-size", input_size), ("--no-crop", no_crop)) if v]
+    if raw and given:
+        what = " and ".join("raw arrays" if k == "array" else "audio" for k in raw)
+        hint = (" (or --array-as-image to treat arrays as images)" if "array" in raw else "")
+        raise CliUsageError(f"{' and '.join(given)}: {what} are fed to the model at their own "
+                            f"size; leave the option out{hint}")
+    if audio and "audio" not in kinds:
+        raise CliUsageError("--audio-config and --frames apply to audio inputs (.wav, .flac, "
+                            ".ogg); none given")
 
 
 @dataclass
@@ -67,6 +95,7 @@ class ImageJob:
     summary: Path
     arrays: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def outputs(self) -> list[Path]:
         files = [self.figure, self.summary]
@@ -153,8 +182,11 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
 
 @click.command("explain")
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_FOLDER...")
-@click.option("--model", default="conformer_small_patch16", show_default=True,
-              help="Model name: ours (conformer_*_patch*, *_micro*) or any timm name.")
+@click.option("--model", default=None,
+              help="Model name: ours (conformer_*_patch*, *_micro*), the spectrogram fork's "
+                   "(Conformer_tinytiny_patch16, any case) or any timm name (default: "
+                   "conformer_small_patch16; with --checkpoint the name saved in it, else the "
+                   "architecture read from its weights).")
 @click.option("--weights", type=click.Choice(WEIGHTS), default=None,
               help="Weights source (default: the model's own: imagenet for the published "
                    "models, embedded for the small ones). Not needed with --checkpoint.")
@@ -172,6 +204,17 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
                    "spectrograms).")
 @click.option("--new-head", is_flag=True,
               help="Allow a class count other than the weights': the head starts random.")
+@checkpoint_options
+@click.option("--array-as-image", is_flag=True,
+              help="Treat .npy/.pt arrays as grayscale images (min-max, normalise, resize) "
+                   "instead of feeding them raw.")
+@click.option("--audio-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON file of audio front-end settings (torchlibrosa's names: sr, n_fft, "
+                   "hop_length, win_length, window, center, pad_mode, n_mels, fmin, fmax, ref, "
+                   "amin, top_db; plus freq_ratio, frames).")
+@click.option("--frames", type=click.IntRange(min=1), default=None,
+              help="Pad (with the -100 dB floor) or crop audio to this many frames (448 "
+                   "frames: 224x224).")
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Class names: a text file with one name per line, or a JSON list/dict.")
 @click.option("--target", default=None,
@@ -196,28 +239,39 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
 @force_option
 @debug_option
 @report_errors
-def explain_command(inputs: tuple[str, ...], model: str, weights: str | None,
+def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | None,
                     checkpoint: str | None, num_classes: int | None, in_chans: int | None,
-                    new_head: bool, input_size: tuple[int, int] | None, no_crop: bool,
+                    new_head: bool, ema: bool, num_heads: int | None,
+                    size_mismatch: str | None, array_as_image: bool, audio_config: str | None,
+                    frames: int | None, input_size: tuple[int, int] | None, no_crop: bool,
                     labels: str | None, target: str | None, heads: tuple[str, ...] | None,
                     methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
                     device: str, batch_size: int, out: str, fmt: str, save_arrays: bool,
                     as_json: bool, force: bool, debug: bool) -> int:
     """Explain images: per image a figure, a JSON summary and (--save-arrays) the maps.
 
-    IMAGE_OR_FOLDER... are image files, folders (searched recursively by image extension) or
-    glob patterns. Each output mirrors its input's path relative to the folder given; files
+    IMAGE_OR_FOLDER... are image files, raw arrays (.npy, .pt: fed as they are), audio files
+    (.wav, .flac, .ogg: the spectrogram fork's log-mel front end), folders (searched recursively
+    by image extension) or glob patterns. Arrays and audio get the time-frequency figure. Each output mirrors its input's path relative to the folder given; files
     inside --out are skipped. A file that cannot be read is listed at the end (exit code 1)
     after every other image has been written.
     """
     started = time.perf_counter()
+    model = model_or_default(model, checkpoint)
     check_weights(model, weights, checkpoint)
+    if (ema or num_heads) and checkpoint is None:
+        raise CliUsageError(f"{'--ema' if ema else '--num-heads'} applies to --checkpoint files")
     out_dir = Path(out)
     images = discover_inputs(inputs, out_dir)
-    check_model_name(model)
+    if model is not None:
+        check_model_name(model)
     jobs = plan_jobs(images, out_dir, fmt, save_arrays)
+    check_raw_options(jobs, input_size, no_crop, array_as_image,
+                      audio_config is not None or frames is not None)
+    audio = resolve_audio_options(audio_config, frames)
     check_overwrite([f for job in jobs for f in job.outputs()], force)
-    check_architecture(model, input_size)
+    if model is not None:
+        check_architecture(model, input_size)
 
     from conformer_xai.data import class_names_for
 
@@ -225,7 +279,9 @@ def explain_command(inputs: tuple[str, ...], model: str, weights: str | None,
         prepare_out_dir(out_dir)
         dev = resolve_device(device)
         t = time.perf_counter()
-        net = load_model(model, weights, checkpoint, num_classes, in_chans, new_head, dev)
+        net = load_model(model, weights, checkpoint, num_classes, in_chans, new_head, dev,
+                         ema=ema, num_heads=num_heads, size_mismatch=size_mismatch)
+        model = getattr(net, "model_name", None) or model
         model_load_s = time.perf_counter() - t
         source = net.weights_source
         notes = weights_notes(net)
@@ -248,10 +304,13 @@ def explain_command(inputs: tuple[str, ...], model: str, weights: str | None,
 
         batch_run = BatchRun(net=net, model=model, source=source, notes=notes, device=dev,
                              fmt=fmt, input_size=input_size, crop=not no_crop, force=force,
-                             debug=debug, quiet=as_json)
+                             debug=debug, quiet=as_json, array_as_image=array_as_image,
+                             audio_config=audio)
         batch_run.run(jobs, batch_size, class_names, heads, options)
         run = {"command": "explain", "model": model, "weights": source,
-               "checkpoint": checkpoint, "device": dev, "out": str(out_dir), "notes": notes,
+               "checkpoint": checkpoint, "ema": ema,
+               "size_mismatch": getattr(net, "size_mismatch", None), "device": dev,
+               "out": str(out_dir), "notes": notes,
                "images": batch_run.summaries,
                "failed": [{"input": p, "error": e} for p, e in batch_run.failures],
                "timings_s": {"model_load": round(model_load_s, 4),
@@ -286,6 +345,8 @@ class BatchRun:
     force: bool
     debug: bool
     quiet: bool
+    array_as_image: bool = False
+    audio_config: dict[str, Any] | None = None
     summaries: list[dict[str, Any]] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
 
@@ -330,8 +391,18 @@ class BatchRun:
         from conformer_xai.data import load_image
 
         t = time.perf_counter()
+        kind = input_kind(job.path, self.array_as_image)
         try:
-            x, image = load_image(job.path, self.net, input_size=self.input_size, crop=self.crop)
+            if kind == "audio":
+                from conformer_xai.audio import load_audio
+
+                x, image, job.meta = load_audio(job.path, self.net, self.audio_config,
+                                                with_meta=True)
+            elif kind == "array":
+                x, image = load_image(job.path, self.net)
+            else:
+                x, image = load_image(job.path, self.net, input_size=self.input_size,
+                                      crop=self.crop, as_image=self.array_as_image)
         except Exception as exc:  # any unreadable input is that file's failure, not the run's
             self.fail(job, exc)
             return None
@@ -356,9 +427,11 @@ class BatchRun:
             job.timings["explain_s"] = per_image
             one = exp.select(i)
             one.image = torch.as_tensor(image, dtype=torch.float32)[None]
-            kind = input_kind(job.path)
+            kind = input_kind(job.path, self.array_as_image)
             one.meta.update({"weights_source": self.source, "input_kind": kind,
-                             "input": str(job.path), "notes": self.image_notes(kind)})
+                             "input": str(job.path), "notes": self.image_notes(kind),
+                             "size_mismatch": getattr(self.net, "size_mismatch", None),
+                             **job.meta})
             out.append((job, one, image))
         return out
 
@@ -371,12 +444,14 @@ class BatchRun:
 
     def write(self, job: ImageJob, exp: Any, image: Any) -> bool:
         """Write the figure, the arrays (when asked) and the JSON summary of one image."""
-        from conformer_xai.plot import explanation_figure
+        from conformer_xai.plot import explanation_figure, spectrogram_figure
 
         try:
             t = time.perf_counter()
             job.figure.parent.mkdir(parents=True, exist_ok=True)
-            explanation_figure(exp, image).savefig(job.figure, format=self.fmt, dpi=150)
+            spectro = exp.meta["input_kind"] in SPECTRO_KINDS and exp.blocks("gradcam", "cnn")
+            draw = spectrogram_figure if spectro else explanation_figure
+            draw(exp, image).savefig(job.figure, format=self.fmt, dpi=150 if not spectro else 110)
             job.timings["figure_s"] = time.perf_counter() - t
             t = time.perf_counter()
             if job.arrays is not None:
@@ -400,9 +475,26 @@ class BatchRun:
             "methods": exp.methods, "maps": exp.keys(),
             "target": {"index": target, "name": exp.class_name(target)},
             "predictions": predictions(exp), "notes": exp.meta["notes"],
+            "size_mismatch": exp.meta.get("size_mismatch"),
+            **({"audio": exp.meta["audio"], "fold": exp.meta["fold"]}
+               if "audio" in exp.meta else {}),
             "files": {"figure": str(job.figure), "summary": str(job.summary),
                       "arrays": None if job.arrays is None else str(job.arrays)},
         }
+
+
+def resolve_audio_options(audio_config: str | None, frames: int | None) -> dict[str, Any] | None:
+    """The audio front end's settings from ``--audio-config`` and ``--frames`` (usage errors)."""
+    if audio_config is None and frames is None:
+        return None
+    from conformer_xai.audio import resolve_audio_config
+
+    try:
+        cfg = resolve_audio_config(audio_config)
+        return resolve_audio_config({**cfg, "frames": frames} if frames is not None else cfg)
+    except (OSError, ValueError) as exc:
+        where = f"--audio-config {audio_config}: " if audio_config else "--frames: "
+        raise CliUsageError(f"{where}{describe(exc)}") from exc
 
 
 def _same_shape_groups(loaded: list[tuple[ImageJob, Any, Any]]

@@ -264,6 +264,8 @@ class Explainer:
                 "rollout_options": vars(rollout_options), "methods": list(methods),
                 "attention_path": None if not need_attention
                 else ("fused, recomputed from qkv" if recompute else "explicit")}
+        if getattr(self.model, "size_mismatch", None) is not None:
+            info["size_mismatch"] = self.model.size_mismatch
         info.update(meta or {})
         if not bool(torch.stack([torch.isfinite(v).all() for v in logits.values()]).all()):
             raise ValueError("the model's logits are NaN or infinite: check its weights "

@@ -161,6 +161,26 @@ class Explanation:
                            f"head={head!r}; available: {avail}")
         return (self.raw if raw else self.maps)[keys[0]]
 
+    def unfolded(self, method: str, branch: str | None = None, block: int | None = None,
+                 head: str | None = None) -> torch.Tensor:
+        """One map ``(B, n_mels, frames)`` on the (mel band, frame) plane of an audio input.
+
+        Unfolds the folded image with ``meta["fold"]`` (recorded by the CLI, or stored from
+        ``conformer_xai.load_audio(..., with_meta=True)``): row ``r * n_mels + f`` and column
+        ``t`` of the map hold band ``f`` of frame ``r * W + t``. Arguments as :meth:`get`.
+
+        Raises:
+            ValueError: The explanation records no fold (not an audio input).
+        """
+        fold = self.meta.get("fold")
+        if not fold:
+            raise ValueError("this explanation records no fold in meta['fold'] (not an audio "
+                             "input); store load_audio(..., with_meta=True)'s meta in it")
+        from ..audio import unfold
+
+        return unfold(self.get(method, branch, block, head), fold["n_mels"],
+                      fold["freq_ratio"], fold.get("frames"))
+
     def top_classes(self, head: str | None = None, k: int = 5) -> list[list[tuple[int, float]]]:
         """Top-k (class index, probability) per image for a head (default: the first logits)."""
         head = head or next(iter(self.logits))

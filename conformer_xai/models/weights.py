@@ -47,12 +47,14 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
+from .checkpoints import TRAINING_SAFE_GLOBALS, checkpoint_args, resolve_checkpoint_model
 
 __all__ = [
     "IMAGENET_BASE_URL", "IMAGENET_FILES", "IMAGENET_URLS", "BASE_URL_ENV", "EMBEDDED_MODELS",
     "CONFORMER_MODELS", "COMPARISON_MODELS", "KNOWN_MODELS", "WEIGHT_CHOICES", "PUBLISHED_TOP1",
     "PublishedAccuracy", "ModelRow", "WeightsError", "DownloadError", "WeightsWarning",
-    "load_model", "load_pretrained", "load_state_dict_file", "convert_state_dict",
+    "load_model", "load_pretrained", "load_state_dict_file", "read_checkpoint",
+    "convert_state_dict", "SIZE_MISMATCH_MODES",
     "infer_checkpoint_config", "load_embedded_state_dict", "download_checkpoint", "imagenet_url", "imagenet_checkpoint",
     "cached_imagenet_path", "is_cached", "list_models",
 ]
@@ -148,19 +150,34 @@ _PICKLE_PROTO = 0x80
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
-def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_state_dict_file(path: str | os.PathLike, ema: bool = False) -> dict[str, torch.Tensor]:
     """Read a checkpoint file safely and return its flat state dict (keys not yet converted).
 
     safetensors files (recognised by their content, whatever the suffix) are read with
     safetensors; anything else with ``torch.load(..., map_location="cpu", weights_only=True)``,
-    which never runs code stored in the file. A dict wrapped under ``"model"``,
-    ``"state_dict"`` or ``"model_ema"`` is unwrapped.
+    which never runs code stored in the file (an ``argparse.Namespace``, the ``args`` that
+    training scripts save, is the one class allowed). A dict wrapped under ``"model"``,
+    ``"state_dict"`` or ``"model_ema"`` is unwrapped; ``ema=True`` takes ``"model_ema"``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: ``path`` is a directory or not a regular file.
         WeightsError: The file is empty, corrupt, not a checkpoint, holds Python objects other
             than tensors, or holds no tensors.
+    """
+    return read_checkpoint(path, ema)[0]
+
+
+def read_checkpoint(path: str | os.PathLike, ema: bool = False
+                    ) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """A checkpoint's flat state dict (keys not yet converted) and its training ``args``.
+
+    Like :func:`load_state_dict_file`; the second value is the training run's options (the
+    ``args`` Namespace that DeiT-style training scripts save, as a dict), or None.
+
+    Raises:
+        FileNotFoundError, ValueError, WeightsError: As :func:`load_state_dict_file`; with
+            ``ema=True`` also when the file holds no ``model_ema``.
     """
     p = Path(path)
     _check_file(p)
@@ -172,10 +189,19 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not head:
         raise WeightsError(_READ_ERROR.format(p, "the file is empty"))
     raw = _read_safetensors(p) if _is_safetensors(head, p) else _read_torch(p, head)
+    args = checkpoint_args(raw)
+    if ema:
+        inner = raw.get("model_ema") if isinstance(raw, Mapping) else None
+        if not (isinstance(inner, Mapping)
+                and any(isinstance(v, torch.Tensor) for v in inner.values())):
+            found = ", ".join(map(str, list(raw)[:8])) if isinstance(raw, Mapping) else ""
+            raise WeightsError(f"{p} holds no model_ema weights (ema=True); its entries: "
+                               f"{found or type(raw).__name__}")
+        raw = {"model_ema": inner}
     state_dict = _unwrap(raw)
     if not state_dict:
         raise WeightsError(f"{p} holds no tensors; expected a state dict")
-    return state_dict
+    return state_dict, args
 
 
 def _check_file(p: Path) -> None:
@@ -214,7 +240,9 @@ def _read_torch(p: Path, head: bytes) -> object:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # pickle-protocol chatter
-            with p.open("rb") as f:  # a file object: torch 2.x reads *.safetensors paths itself
+            with p.open("rb") as f, torch.serialization.safe_globals(
+                    list(TRAINING_SAFE_GLOBALS)):  # a training script's args, nothing more
+                # a file object: torch 2.x reads *.safetensors paths itself
                 return torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         found = _UNSAFE_GLOBAL.search(str(e))
@@ -319,7 +347,9 @@ def _timm():
 
 def _traits(name: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
     """(classifier module names, stem conv names, pretrained num_classes) of a registered name."""
-    if name in CONFORMER_MODELS:
+    from .conformer import CONFORMER_VARIANTS
+
+    if name in CONFORMER_MODELS or name in CONFORMER_VARIANTS:
         return _CONFORMER_HEADS, (_CONFORMER_STEM,), 1000
     _timm()
     from timm.models import get_pretrained_cfg
@@ -668,16 +698,29 @@ def _create(name: str, num_classes: int | None, in_chans: int | None, **kwargs) 
     return _timm().create_model(name, **args, **kwargs)
 
 
-def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathLike | None = None,
+#: How a Conformer meets feature maps of the two branches that do not line up (see the model).
+SIZE_MISMATCH_MODES = ("pad", "resize")
+
+
+def load_model(name: str | None = None, weights: str | None = None,
+               checkpoint: str | os.PathLike | None = None,
                num_classes: int | None = None, in_chans: int | None = None,
-               new_head: bool = False, device: str | torch.device = "cpu") -> nn.Module:
+               new_head: bool = False, device: str | torch.device = "cpu", *,
+               ema: bool = False, num_heads: int | None = None,
+               size_mismatch: str | None = None) -> nn.Module:
     """Build a registered model, load its weights and return it in eval mode.
 
     Args:
         name: A Conformer (``conformer_tiny_patch16``, ``conformer_small_patch16``,
-            ``conformer_small_patch32``, ``conformer_base_patch16``), a small model
+            ``conformer_small_patch32``, ``conformer_base_patch16``, the spectrogram fork's
+            ``conformer_tinytiny_patch16`` and ``conformer_tinytinytiny_patch16``), a small model
             (``resnet_micro``, ``deit_micro_patch16``, ``conformer_micro_patch16``), a comparison
-            model (``resnet101``, ``deit_small_patch16_224``) or any timm model name.
+            model (``resnet101``, ``deit_small_patch16_224``) or any timm model name; matched
+            case-insensitively. May be None with ``checkpoint``: the name then comes from the
+            training ``args`` saved in the file (``args.model``), else the Conformer's
+            architecture is read from the state dict (see
+            :mod:`conformer_xai.models.checkpoints`). A name given wins over ``args.model``
+            (a warning says so).
         weights: ``"imagenet"`` (published weights), ``"embedded"`` (the small models' shipped
             weights), ``"random"`` (explicit random initialisation), or None with ``checkpoint``.
         checkpoint: A local ``.pth``/``.pt``/``.safetensors`` file (used with ``weights=None``).
@@ -688,6 +731,11 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
             heads start random (a :class:`WeightsWarning` names the keys).
         device: Where to put the model: ``"cpu"``, ``"cuda"``, ``"cuda:<n>"`` or a
             :class:`torch.device`.
+        ema: Load the checkpoint's ``model_ema`` weights instead of ``model``.
+        num_heads: Attention heads, for architectures whose head count the weights cannot tell
+            (a checkpoint without a name; default then ``embed_dim // 64``, with a warning).
+        size_mismatch: A Conformer's way with inputs whose branches' maps do not line up:
+            ``"pad"`` (the default, OpenMMLab's) or ``"resize"`` (the spectrogram fork's).
 
     Returns:
         The model in eval mode with ``model.weights_source`` ("imagenet", "embedded", "random" or
@@ -699,14 +747,28 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
         FileNotFoundError: ``checkpoint`` does not exist.
         WeightsError: The weights cannot be read, downloaded, or do not fit the model.
     """
-    if not isinstance(name, str):
+    if name is None and checkpoint is None:
+        raise ValueError(f"no model name given: pass a name (known: {', '.join(KNOWN_MODELS)}; "
+                         f"any timm model name works too), or checkpoint=PATH (the name is then "
+                         f"read from the checkpoint)")
+    if name is not None and not isinstance(name, str):
         raise ValueError(f"the model name must be a string, got {type(name).__name__}; known: "
                          f"{', '.join(KNOWN_MODELS)} (any timm model name works too)")
-    timm = _timm()
-    if name not in KNOWN_MODELS and not timm.is_model(name):
-        raise ValueError(_unknown_name_message(name))
+    from .checkpoints import registered_name
+
+    if name is not None:
+        found_name = registered_name(name)
+        if found_name is None:
+            raise ValueError(_unknown_name_message(name))
+        name = found_name
     _check_count("num_classes", num_classes)
     _check_count("in_chans", in_chans)
+    _check_count("num_heads", num_heads)
+    if size_mismatch is not None and size_mismatch not in SIZE_MISMATCH_MODES:
+        raise ValueError(f"unknown size_mismatch {size_mismatch!r}; choose one of "
+                         f"{', '.join(map(repr, SIZE_MISMATCH_MODES))}")
+    if ema and checkpoint is None:
+        raise ValueError("ema=True reads a checkpoint's model_ema weights: pass checkpoint=PATH")
     device = resolve_device(device)
     if weights is not None and weights not in WEIGHT_CHOICES:
         raise ValueError(f"unknown weights {weights!r}; choose one of "
@@ -718,8 +780,10 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
         raise ValueError(f"pass either weights={weights!r} or checkpoint={str(checkpoint)!r}, "
                          f"not both")
 
+    extra = {} if num_heads is None else {"num_heads": int(num_heads)}
+    label = name
     if weights == "random":
-        model = _create(name, num_classes, in_chans)
+        model = _create(name, num_classes, in_chans, **extra)
         source = "random"
     elif weights == "imagenet" and name not in CONFORMER_MODELS:
         if name in EMBEDDED_MODELS:
@@ -728,9 +792,12 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
         source = "imagenet"
     else:
         if checkpoint is not None:
-            state_dict = convert_state_dict(load_state_dict_file(checkpoint))
+            raw_sd, args = read_checkpoint(checkpoint, ema)
+            state_dict = convert_state_dict(raw_sd)
             source = f"checkpoint:{os.fspath(checkpoint)}"
             origin = f"checkpoint {os.fspath(checkpoint)}"
+            name, label, extra = resolve_checkpoint_model(name, args, state_dict, num_heads,
+                                                          origin)
         elif weights == "embedded":
             state_dict = _read_embedded(name)
             source = origin = "embedded"
@@ -741,11 +808,23 @@ def load_model(name: str, weights: str | None = None, checkpoint: str | os.PathL
             source, origin = "imagenet", f"ImageNet weights {path}"
         found = infer_checkpoint_config(state_dict, name)
         model = _create(name, num_classes if num_classes is not None else found["num_classes"],
-                        in_chans if in_chans is not None else found["in_chans"])
+                        in_chans if in_chans is not None else found["in_chans"], **extra)
         _fit_and_load(model, name, state_dict, origin, new_head)
+    _set_size_mismatch(model, label, size_mismatch)
     model.weights_source = source
-    model.model_name = name
+    model.model_name = label
     return model.to(device).eval()
+
+
+def _set_size_mismatch(model: nn.Module, name: str, size_mismatch: str | None) -> None:
+    """Set a Conformer's ``size_mismatch`` (refused for other models)."""
+    from .conformer import Conformer
+
+    if size_mismatch is None:
+        return
+    if not isinstance(model, Conformer):
+        raise ValueError(f"size_mismatch applies to Conformer models only, not {name}")
+    model.size_mismatch = size_mismatch
 
 
 def _check_count(what: str, value: object) -> None:

@@ -11,9 +11,11 @@ from .figures import block_agreement, block_strip, compare, head_branch_matrix
 from .panels import METHOD_LABELS, NotebookFigure, map_panel, overlay, spearman
 from .paper import default_blocks, model_role, paper_figure
 from .report import explanation_figure, top_predictions_text, weights_note
+from .spectro import spectrogram_figure, tf_map
 
 __all__ = [
     "overlay", "map_panel", "block_strip", "head_branch_matrix", "compare", "block_agreement",
     "paper_figure", "model_role", "default_blocks", "explanation_figure", "weights_note",
     "top_predictions_text", "spearman", "METHOD_LABELS", "NotebookFigure",
+    "spectrogram_figure", "tf_map",
 ]
