@@ -1,0 +1,207 @@
+/* conformer-xai report: the map viewer of one image page (no framework, no network).
+ * Maps arrive as uint8 grids (data/maps/<id>.js); each is coloured through the report's colour
+ * map at grid resolution and drawn upsampled (bilinear) over the image on a canvas. */
+(function () {
+  "use strict";
+  var site = window.CX_SITE, maps = window.CX_MAPS;
+  var viewer = document.getElementById("viewer");
+  if (!site || !maps || !viewer) { return; }
+  var layout = site.layouts[maps.layout];
+  var bytes = decode(maps.data), lut = decode(site.lut);
+  var entries = layout.keys.map(function (key, i) {
+    var p = layout.parts[i];
+    return {key: key, method: p[0], head: p[1], branch: p[2], block: p[3],
+            h: layout.shapes[i][0], w: layout.shapes[i][1], offset: layout.offsets[i]};
+  });
+  var el = {
+    method: document.getElementById("method"), head: document.getElementById("head"),
+    branch: document.getElementById("branch"), block: document.getElementById("block"),
+    blockValue: document.getElementById("block-value"),
+    opacity: document.getElementById("opacity"), matrix: document.getElementById("matrix"),
+    matrixNote: document.getElementById("matrix-note")
+  };
+  var width = +viewer.dataset.width, height = +viewer.dataset.height;
+  var picture = viewer.dataset.picture;
+  var branches = Array.prototype.map.call(
+    viewer.querySelectorAll(".panel"), function (f) { return f.dataset.branch; });
+
+  function decode(text) {
+    var raw = atob(text), out = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) { out[i] = raw.charCodeAt(i); }
+    return out;
+  }
+
+  function find(method, head, branch, block) {
+    for (var i = 0; i < entries.length; i++) {
+      var e = entries[i];
+      if (e.method === method && e.branch === branch &&
+          (e.head === null || e.head === head) && (e.block === null || e.block === block)) {
+        return e;
+      }
+    }
+    return null;
+  }
+
+  function ofMethod(method) {
+    return entries.filter(function (e) { return e.method === method; });
+  }
+
+  function draw(canvas, entry) {
+    var ctx = canvas.getContext("2d");
+    ctx.clearRect(0, 0, canvas.width, canvas.height);
+    canvas.dataset.key = entry ? entry.key : "";
+    canvas.title = entry ? entry.key : "no map";
+    if (!entry) { return; }
+    var grid = document.createElement("canvas");
+    grid.width = entry.w; grid.height = entry.h;
+    var gctx = grid.getContext("2d"), img = gctx.createImageData(entry.w, entry.h);
+    for (var i = 0, n = entry.w * entry.h; i < n; i++) {
+      var v = bytes[entry.offset + i] * 3;
+      img.data[4 * i] = lut[v]; img.data[4 * i + 1] = lut[v + 1];
+      img.data[4 * i + 2] = lut[v + 2]; img.data[4 * i + 3] = 255;
+    }
+    gctx.putImageData(img, 0, 0);
+    ctx.imageSmoothingEnabled = true;
+    ctx.imageSmoothingQuality = "low";
+    ctx.drawImage(grid, 0, 0, entry.w, entry.h, 0, 0, canvas.width, canvas.height);
+  }
+
+  function syncControls() {
+    var list = ofMethod(el.method.value);
+    var heads = list.map(function (e) { return e.head; }).filter(function (h) { return h !== null; });
+    Array.prototype.forEach.call(el.head.options, function (o) {
+      o.disabled = heads.indexOf(o.value) < 0;
+    });
+    el.head.disabled = heads.length === 0;
+    if (heads.length && heads.indexOf(el.head.value) < 0) { el.head.value = heads[0]; }
+    var blocks = list.map(function (e) { return e.block; }).filter(function (b) { return b !== null; });
+    el.block.disabled = blocks.length === 0;
+    if (blocks.length) {
+      var lo = Math.min.apply(null, blocks), hi = Math.max.apply(null, blocks);
+      el.block.min = lo; el.block.max = hi;
+      var k = +el.block.value;
+      el.block.value = Math.min(hi, Math.max(lo, k));
+    }
+    el.blockValue.textContent = blocks.length ? el.block.value : "all blocks";
+  }
+
+  function current() {
+    return {method: el.method.value, head: el.head.disabled ? null : el.head.value,
+            branch: el.branch.value, block: el.block.disabled ? null : +el.block.value};
+  }
+
+  function render() {
+    var s = current();
+    viewer.dataset.method = s.method; viewer.dataset.head = s.head || "";
+    viewer.dataset.branch = s.branch; viewer.dataset.block = s.block === null ? "" : s.block;
+    Array.prototype.forEach.call(viewer.querySelectorAll(".panel"), function (fig) {
+      var b = fig.dataset.branch, entry = find(s.method, s.head, b, s.block);
+      fig.hidden = !(s.branch === "both" || s.branch === b);
+      draw(fig.querySelector("canvas"), entry);
+      fig.querySelector("figcaption").textContent =
+        b + " branch · " + (entry ? entry.key : "no " + s.method + " map here");
+    });
+    renderMatrix(s);
+    setOpacity();
+    var hash = "m=" + s.method + "&h=" + (s.head || "") + "&b=" + s.branch + "&k=" +
+      (s.block === null ? "" : s.block) + "&o=" + el.opacity.value;
+    if (window.history && window.history.replaceState) {
+      window.history.replaceState(null, "", "#" + hash);
+    }
+    ["prev-image", "next-image"].forEach(function (id) {
+      var a = document.getElementById(id);
+      if (a) { a.href = a.getAttribute("href").split("#")[0] + "#" + hash; }
+    });
+  }
+
+  function renderMatrix(s) {
+    var body = el.matrix.tBodies[0];
+    body.textContent = "";
+    var heads = [];
+    ofMethod(s.method).forEach(function (e) {
+      if (e.head !== null && heads.indexOf(e.head) < 0) { heads.push(e.head); }
+    });
+    if (!heads.length) {
+      el.matrixNote.textContent = s.method + " has no classifier head: choose a gradient " +
+        "method (e.g. gradcam) for the head-by-branch matrix.";
+      el.matrix.hidden = true;
+      return;
+    }
+    el.matrix.hidden = false;
+    el.matrixNote.textContent = s.method + (s.block === null ? "" : ", block " + s.block) +
+      ": rows are classifier heads, columns branches.";
+    var top = document.createElement("tr");
+    top.appendChild(document.createElement("th"));
+    branches.forEach(function (b) {
+      var th = document.createElement("th"); th.scope = "col"; th.textContent = b;
+      top.appendChild(th);
+    });
+    body.appendChild(top);
+    heads.forEach(function (h) {
+      var tr = document.createElement("tr"), th = document.createElement("th");
+      th.scope = "row"; th.textContent = h + " head"; tr.appendChild(th);
+      branches.forEach(function (b) {
+        var td = document.createElement("td"), stack = document.createElement("div");
+        stack.className = "stack small";
+        if (picture) {
+          var img = document.createElement("img");
+          img.src = picture; img.alt = ""; img.width = width; img.height = height;
+          stack.appendChild(img);
+        }
+        var canvas = document.createElement("canvas");
+        canvas.className = "heat"; canvas.width = width; canvas.height = height;
+        stack.appendChild(canvas); td.appendChild(stack); tr.appendChild(td);
+        draw(canvas, find(s.method, h, b, s.block));
+      });
+      body.appendChild(tr);
+    });
+  }
+
+  function setOpacity() {
+    var a = (+el.opacity.value) / 100;
+    Array.prototype.forEach.call(viewer.querySelectorAll("canvas.heat"), function (c) {
+      c.style.opacity = picture ? a : 1;
+    });
+  }
+
+  function step(delta) {
+    if (el.block.disabled) { return; }
+    var k = Math.min(+el.block.max, Math.max(+el.block.min, +el.block.value + delta));
+    if (k !== +el.block.value) { el.block.value = k; syncControls(); render(); }
+  }
+
+  function fromHash() {
+    var q = {};
+    window.location.hash.replace(/^#/, "").split("&").forEach(function (kv) {
+      var i = kv.indexOf("=");
+      if (i > 0) { q[kv.slice(0, i)] = decodeURIComponent(kv.slice(i + 1)); }
+    });
+    function set(select, v) {
+      if (v && Array.prototype.some.call(select.options, function (o) { return o.value === v; })) {
+        select.value = v;
+      }
+    }
+    set(el.method, q.m); syncControls(); set(el.head, q.h); set(el.branch, q.b);
+    if (q.k) { el.block.value = q.k; }
+    if (q.o) { el.opacity.value = q.o; }
+  }
+
+  el.method.addEventListener("change", function () { syncControls(); render(); });
+  el.head.addEventListener("change", render);
+  el.branch.addEventListener("change", render);
+  el.block.addEventListener("input", function () { syncControls(); render(); });
+  el.opacity.addEventListener("input", function () {
+    setOpacity(); render();
+  });
+  document.addEventListener("keydown", function (ev) {
+    var t = ev.target, tag = t && t.tagName;
+    if (t === el.block || tag === "SELECT" || tag === "TEXTAREA" ||
+        (tag === "INPUT" && t.type !== "range")) { return; }
+    if (ev.key === "ArrowRight" || ev.key === "ArrowUp") { step(1); ev.preventDefault(); }
+    if (ev.key === "ArrowLeft" || ev.key === "ArrowDown") { step(-1); ev.preventDefault(); }
+  });
+  fromHash();
+  syncControls();
+  render();
+  viewer.dataset.ready = "1";
+}());
