@@ -29,11 +29,18 @@ from typing import Any
 
 import numpy as np
 
-from .encode import b64, branch_agreement, clean_text, clean_value, colour_lut, save_picture, \
-    write_js
+from .encode import (
+    b64,
+    branch_agreement,
+    clean_text,
+    clean_value,
+    colour_lut,
+    save_picture,
+    write_js,
+)
 from .sources import Layout, Record, Source, open_source
 
-__all__ = ["build_report", "REPORT_FORMAT"]
+__all__ = ["build_report", "check_out", "REPORT_FORMAT"]
 
 REPORT_FORMAT = "conformer-xai report v1"
 MARKER = "report.json"
@@ -58,8 +65,8 @@ HIGHLIGHTS = (
 
 def build_report(path: str | os.PathLike, out: str | os.PathLike, *,
                  images: str | os.PathLike | None = None, labels: Sequence[str] | None = None,
-                 force: bool = False, title: str | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 force: bool = False, title: str | None = None, progress: bool = False,
+                 files: Sequence[str | os.PathLike] | None = None) -> dict[str, Any]:
     """Build the report site of an explain output folder or an explain-dataset store.
 
     Args:
@@ -73,6 +80,8 @@ def build_report(path: str | os.PathLike, out: str | os.PathLike, *,
         force: Replace an existing report at ``out``.
         title: Page title (default: the source folder's name).
         progress: Show a progress bar on stderr.
+        files: For an explain folder, only these ``<name>.maps.npz`` files (default: every
+            one under ``path``).
 
     Returns:
         ``{"out", "images", "with_maps", "layouts", "files", "bytes", "seconds", "notes"}``.
@@ -86,7 +95,7 @@ def build_report(path: str | os.PathLike, out: str | os.PathLike, *,
     path, out = Path(path), Path(out)
     if path.exists() and out.resolve() == path.resolve():
         raise ValueError(f"the report folder {out} is the run's own folder; choose another")
-    source = open_source(path, images, labels, skip=out)
+    source = open_source(path, images, labels, skip=out, files=files)
     _prepare(out, force)
     builder = _SiteBuilder(source, out, title or path.resolve().name, progress)
     builder.build()
@@ -97,7 +106,14 @@ def build_report(path: str | os.PathLike, out: str | os.PathLike, *,
             "seconds": time.perf_counter() - t0, "notes": list(source.notes)}
 
 
-def _prepare(out: Path, force: bool) -> None:
+def check_out(out: str | os.PathLike, force: bool) -> None:
+    """Raise unless a report may be written at ``out`` (see :func:`build_report`).
+
+    Raises:
+        FileExistsError: ``out`` is a file, a non-empty folder that is not a report, or a
+            report while ``force`` is False.
+    """
+    out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out} exists and is not a folder; choose another report folder")
     if out.is_dir() and any(out.iterdir()):
@@ -106,6 +122,11 @@ def _prepare(out: Path, force: bool) -> None:
                                   "report; refusing to replace it; choose another folder")
         if not force:
             raise FileExistsError(f"{out} exists; pass force=True (--force) to replace it")
+
+
+def _prepare(out: Path, force: bool) -> None:
+    check_out(out, force)
+    if out.is_dir():
         for entry in out.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)

@@ -95,14 +95,20 @@ class ExplainFolder(Source):
     kind = "explain"
 
     def __init__(self, root: Path, labels: Sequence[str] | None = None,
-                 skip: Path | None = None) -> None:
+                 skip: Path | None = None,
+                 files: Sequence[str | os.PathLike] | None = None) -> None:
         from ..explain.result import SAVE_FORMAT
 
         self.root = root
         skip = skip.resolve() if skip is not None else None
-        sidecars = sorted(p for p in root.rglob(f"*{SIDECAR}")
-                          if skip is None or skip not in p.resolve().parents)
+        if files is not None:
+            sidecars = sorted(Path(f).with_suffix(".json") for f in files)
+        else:
+            sidecars = sorted(p for p in root.rglob(f"*{SIDECAR}")
+                              if skip is None or skip not in p.resolve().parents)
         if not sidecars:
+            if files is not None:
+                raise ValueError("no explained image to report")
             if any(root.rglob("*.json")):
                 raise ValueError(f"{root} holds explain outputs without their arrays; run "
                                  "explain with --save-arrays (or --report) to build a report")
@@ -375,7 +381,8 @@ def _scenes_json(folder: Path) -> dict[str, str]:
 
 
 def open_source(path: str | os.PathLike, images: str | os.PathLike | None = None,
-                labels: Sequence[str] | None = None, skip: Path | None = None) -> Source:
+                labels: Sequence[str] | None = None, skip: Path | None = None,
+                files: Sequence[str | os.PathLike] | None = None) -> Source:
     """Read an explain output folder or an explain-dataset store.
 
     Raises:
@@ -393,4 +400,4 @@ def open_source(path: str | os.PathLike, images: str | os.PathLike | None = None
     if images is not None:
         raise ValueError("images= is for explain-dataset stores; an explain folder holds its "
                          "images")
-    return ExplainFolder(root, labels, skip)
+    return ExplainFolder(root, labels, skip, files)
