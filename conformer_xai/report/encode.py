@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["quantise", "colour_lut", "branch_agreement", "clean_text", "clean_value",
+__all__ = ["quantise", "colour_lut", "branch_agreement", "Cleaner", "clean_text", "clean_value",
            "write_js", "save_picture", "key_parts"]
 
 #: Methods whose map keys carry no classifier head (see ``explain.result.HEADLESS_METHODS``).
@@ -99,33 +99,49 @@ def branch_agreement(grids: Mapping[str, np.ndarray], parts: Mapping[str, Sequen
     return "", {}
 
 
-def clean_text(text: str, roots: Sequence[str | Path] = ()) -> str:
-    """``text`` without absolute paths of this machine: a path under one of ``roots`` becomes
+class Cleaner:
+    """Removes this machine's absolute paths from text: a path under one of ``roots`` becomes
     relative to it, any other absolute path its last component after ``.../``."""
-    for root in sorted((str(Path(r).resolve()) for r in roots), key=len, reverse=True):
-        if root and root != "/":
+
+    def __init__(self, roots: Sequence[str | Path] = ()) -> None:
+        resolved = {str(Path(r).resolve()) for r in roots}
+        self.roots = sorted((r for r in resolved if r and r != "/"), key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        if "/" not in text:
+            return text
+        for root in self.roots:
             text = text.replace(root + "/", "").replace(root, ".")
-    return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(1), text)
+        return _ABSOLUTE_PATH.sub(lambda m: ".../" + m.group(1), text)
+
+    def value(self, value: Any) -> Any:
+        """:meth:`text` applied to every string of a JSON-like value (keys included);
+        non-finite floats become None and numpy scalars plain numbers."""
+        if isinstance(value, Mapping):
+            return {self.text(str(k)): self.value(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.value(v) for v in value]
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        if isinstance(value, (int, np.integer)):
+            return int(value)
+        if isinstance(value, (float, np.floating)):
+            return float(value) if math.isfinite(float(value)) else None
+        if value is None:
+            return None
+        return self.text(str(value))
+
+
+def clean_text(text: str, roots: Sequence[str | Path] = ()) -> str:
+    """``text`` without absolute paths of this machine (see :class:`Cleaner`)."""
+    return Cleaner(roots).text(text)
 
 
 def clean_value(value: Any, roots: Sequence[str | Path] = ()) -> Any:
-    """:func:`clean_text` applied to every string of a JSON-like value (keys included);
-    non-finite floats become None and numpy scalars plain numbers."""
-    if isinstance(value, Mapping):
-        return {clean_text(str(k), roots): clean_value(v, roots) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean_value(v, roots) for v in value]
-    if isinstance(value, str):
-        return clean_text(value, roots)
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(float(value)) else None
-    if value is None:
-        return None
-    return clean_text(str(value), roots)
+    """A JSON-like value without absolute paths of this machine (see :class:`Cleaner`)."""
+    return Cleaner(roots).value(value)
 
 
 def write_js(path: Path, name: str, value: Any) -> None:

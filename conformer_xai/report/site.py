@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 
 from .encode import (
+    Cleaner,
     b64,
     branch_agreement,
-    clean_text,
-    clean_value,
     colour_lut,
     save_picture,
     write_js,
@@ -183,8 +182,8 @@ class _SiteBuilder:
     def __init__(self, source: Source, out: Path, title: str, progress: bool) -> None:
         self.source = source
         self.out = out
-        self.roots = [*source.roots, out]
-        self.title = clean_text(title, self.roots)
+        self.clean = Cleaner([*source.roots, out])
+        self.title = self.clean.text(title)
         self.env = _environment()
         n = len(source.records)
         width = max(4, len(str(max(n - 1, 0))))
@@ -224,7 +223,7 @@ class _SiteBuilder:
         (self.out / MARKER).write_text(json.dumps({
             "format": REPORT_FORMAT, "complete": True, "source": src.kind, "images": len(src.records),
             "with_maps": self.with_maps, "title": self.title,
-            "notes": clean_value(src.notes, self.roots)}, indent=1) + "\n")
+            "notes": self.clean.value(src.notes)}, indent=1) + "\n")
 
     # ------------------------------------------------------------------ per image
     def _write_maps(self, i: int, li: int, grids: dict[str, np.ndarray]) -> None:
@@ -271,11 +270,11 @@ class _SiteBuilder:
         record = self.source.records[i]
         layout = self.source.layouts[li] if li is not None else None
         height, width = self._display_size(i, layout)
-        meta = clean_value(record.meta, self.roots)
+        meta = self.clean.value(record.meta)
         view = _view_options(layout) if layout is not None else None
         page = self.env.get_template("image.html").render(
-            title=f"{clean_text(record.name, self.roots)} · {self.title}", up="../",
-            site_title=self.title, id=self.ids[i], record=_record_view(record, self.roots),
+            title=f"{self.clean.text(record.name)} · {self.title}", up="../",
+            site_title=self.title, id=self.ids[i], record=_record_view(record, self.clean),
             prev=self.ids[i - 1] if i > 0 else None,
             next=self.ids[i + 1] if i + 1 < len(self.ids) else None,
             picture=f"{self.ids[i]}.jpg" if i in self.has_picture else None,
@@ -323,7 +322,7 @@ class _SiteBuilder:
         for i, r in enumerate(src.records):
             top = {h: (r.predictions[h][0] if r.predictions.get(h) else None) for h in heads}
             values: dict[str, Any] = {
-                "id": self.ids[i], "thumb": None, "file": clean_text(r.name, self.roots),
+                "id": self.ids[i], "thumb": None, "file": self.clean.text(r.name),
                 "truth": r.truth, "target": r.target["name"] if r.target else None}
             for h in heads:
                 values[f"pred_{h}"] = top[h]["name"] if top[h] else None
@@ -338,13 +337,13 @@ class _SiteBuilder:
                 values[f"rho_{h or 'map'}"] = None if v is None else round(v, 3)
             for m in metric_names:
                 values[f"metric_{m}"] = _finite(r.metrics.get(m))
-            values["error"] = clean_text(r.error, self.roots) if r.error else None
+            values["error"] = self.clean.text(r.error) if r.error else None
             rows.append([values[c["key"]] for c in cols if c["type"] != "thumb"])
         write_js(self.out / "data" / "index.js", "CX_INDEX", {
             "columns": cols, "rows": rows, "agreement": self.agreement_label})
         page = self.env.get_template("index.html").render(
             title=self.title, up="", site_title=self.title,
-            run=clean_value(src.run, self.roots), notes=clean_value(src.notes, self.roots),
+            run=self.clean.value(src.run), notes=self.clean.value(src.notes),
             columns=cols, total=len(rows), agreement_label=self.agreement_label)
         (self.out / "index.html").write_text(page, encoding="utf-8")
 
@@ -393,15 +392,14 @@ def _highlights(meta: dict[str, Any]) -> list[tuple[str, Any]]:
     return out
 
 
-def _record_view(record: Record, roots: Sequence[Path]) -> dict[str, Any]:
+def _record_view(record: Record, clean: Cleaner) -> dict[str, Any]:
     heads = list(record.predictions)
-    return {"name": clean_text(record.name, roots), "truth": record.truth,
-            "target": record.target, "error": clean_text(record.error, roots)
-            if record.error else None,
-            "predictions": clean_value(record.predictions, roots), "heads": heads,
+    return {"name": clean.text(record.name), "truth": record.truth,
+            "target": record.target, "error": clean.text(record.error) if record.error else None,
+            "predictions": clean.value(record.predictions), "heads": heads,
             "target_prob": {h: _finite(v) for h, v in record.target_prob.items()},
             "metrics": {k: _finite(v) for k, v in record.metrics.items()},
-            "notes": clean_value(record.meta.get("notes") or [], roots)}
+            "notes": clean.value(record.meta.get("notes") or [])}
 
 
 class _bar:

@@ -31,10 +31,10 @@ class Layout:
 
     keys: list[str]
     shapes: list[tuple[int, int]]
+    parts: list[list[Any]] = field(init=False)
 
-    @property
-    def parts(self) -> list[list[Any]]:
-        return [key_parts(k) for k in self.keys]
+    def __post_init__(self) -> None:
+        self.parts = [key_parts(k) for k in self.keys]
 
     def as_json(self) -> dict[str, Any]:
         offsets = np.concatenate([[0], np.cumsum([h * w for h, w in self.shapes])]).tolist()
@@ -240,6 +240,7 @@ class StoreSource(Source):
         if images is not None and not images.is_dir():
             raise FileNotFoundError(f"images folder not found: {images}")
         self.images = images
+        self._transform: tuple[Any, int] | None = None
         if images is None:
             self.notes.append("the store holds maps, not images: pass the folder the run read "
                               "(--images DIR) to see the maps over the images")
@@ -309,17 +310,23 @@ class StoreSource(Source):
                 yield i, 0, {k: v[int(p) - lo] for k, v in block.items()}
 
     def picture(self, i: int) -> np.ndarray | None:
+        """The image as the model saw it: :func:`conformer_xai.load_image`'s display image
+        (same reader, same resize and crop), with the transform built once per store."""
         if self.images is None:
             return None
-        from ..data import load_image
+        from ..data import _geometric_transform, _read_image, resolve_data_config
 
+        if self._transform is None:
+            cfg = resolve_data_config(None, self.config.get("data_config"))
+            self._transform = (_geometric_transform(cfg, bool(self.config.get("crop", True))),
+                               int(cfg["input_size"][0]))
+        transform, chans = self._transform
         try:
-            _, image = load_image(self.images / self.records[i].name, None,
-                                  crop=bool(self.config.get("crop", True)),
-                                  data_config=self.config.get("data_config"))
+            pil = _read_image(self.images / self.records[i].name, chans)
         except (OSError, ValueError):
             return None
-        return image
+        pixels = transform(pil).float().clamp(0.0, 255.0).div(255.0)
+        return pixels.permute(1, 2, 0).numpy()
 
 
 # ----------------------------------------------------------------------------- helpers
