@@ -126,6 +126,15 @@ def synthetic_store(store: Path, n: int, images: Path | None = None, seed: int =
     return {"paths": paths, "grids": grids, "class_names": list(CLASSES)}
 
 
+def _complete(store: Path, n: int) -> bool:
+    from conformer_xai.batch.store import MapStore, is_store
+
+    if not is_store(store):
+        return False
+    ms = MapStore(store)
+    return ms.n == n and ms.complete()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report_build",
                                      description=__doc__.splitlines()[0])
@@ -137,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=None,
                         help="folder for the store, images and site (default: a temporary one, "
                              "removed afterwards)")
+    parser.add_argument("--reuse-store", action="store_true",
+                        help="keep a complete store (and images) already in --work")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder of the result JSON")
     args = parser.parse_args(argv)
@@ -151,12 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="report-bench-"))
     try:
         store, images, site = work / "store", work / "images", work / "site"
-        for p in (store, images, site):
-            shutil.rmtree(p, ignore_errors=True)
+        shutil.rmtree(site, ignore_errors=True)
         t0 = time.perf_counter()
-        info = synthetic_store(store, args.images, None if args.no_pictures else images,
-                               grid_scale=args.grid_scale)
-        made = time.perf_counter() - t0
+        if args.reuse_store and _complete(store, args.images):
+            info = {"grids": conformer_grids(args.grid_scale)}
+            made = None
+        else:
+            for p in (store, images):
+                shutil.rmtree(p, ignore_errors=True)
+            info = synthetic_store(store, args.images, None if args.no_pictures else images,
+                                   grid_scale=args.grid_scale)
+            made = time.perf_counter() - t0
         t0 = time.perf_counter()
         summary = build_report(store, site, images=None if args.no_pictures else images)
         built = time.perf_counter() - t0

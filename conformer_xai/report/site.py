@@ -253,6 +253,9 @@ class _SiteBuilder:
             rgb = rgb.repeat(scale, axis=0).repeat(scale, axis=1)
             save_picture(rgb.astype(np.float32) / 255.0, self.out / "thumbs" / f"{pid}.jpg",
                          max_side=THUMB_SIDE)
+        else:  # no image and no maps (an unreadable file): a grey square
+            save_picture(np.full((THUMB_SIDE, THUMB_SIDE), 0.85, np.float32),
+                         self.out / "thumbs" / f"{pid}.jpg")
 
     def _display_size(self, i: int, layout: Layout | None) -> tuple[int, int]:
         if i in self.picture_size:
@@ -376,10 +379,9 @@ def _view_options(layout: Layout) -> dict[str, Any]:
     method = next((m for m in DEFAULT_METHODS if m in methods), methods[0])
     m_blocks = sorted({p[3] for p in parts if p[0] == method and p[3] is not None})
     head = "fused" if "fused" in heads else (heads[0] if heads else "")
-    return {"methods": methods, "heads": heads, "branches": branches,
-            "min_block": blocks[0] if blocks else 1, "max_block": blocks[-1] if blocks else 1,
-            "method": method, "head": head,
-            "block": m_blocks[-1] if m_blocks else (blocks[-1] if blocks else 1)}
+    return {"methods": methods, "heads": heads, "branches": branches, "method": method,
+            "head": head, "block": m_blocks[-1] if m_blocks else (blocks[-1] if blocks else 1),
+            "block_count": max(1, len(m_blocks)), "block_index": max(0, len(m_blocks) - 1)}
 
 
 def _highlights(meta: dict[str, Any]) -> list[tuple[str, Any]]:

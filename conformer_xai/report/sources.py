@@ -263,7 +263,7 @@ class StoreSource(Source):
         if "metrics" in g:
             metrics = {name: np.asarray(arr[:], dtype=np.float64)
                        for name, arr in g["metrics"].arrays()}
-        truths = truth_table(images, self.paths, names) if images is not None else {}
+        truths = truth_table(images, self.paths, names)
         shared = {k: v for k, v in self.config.items()
                   if k not in ("map_keys", "files_sha256", "class_names")}
         shared["model"] = shared.pop("model_name", None)
@@ -343,18 +343,21 @@ def default_class_names(model_name: Any, num_classes: Any) -> list[str] | None:
         return None
 
 
-def truth_table(folder: Path, paths: Sequence[str], names: Sequence[str] | None
+def truth_table(folder: Path | None, paths: Sequence[str], names: Sequence[str] | None
                 ) -> dict[str, str]:
     """True classes of images: from a ``scenes.json`` (the synthetic scenes' record) in an
-    image's folder, else from class folders (``<class name>/<file>``) named like the classes."""
+    image's folder under ``folder`` (when given), else from class folders
+    (``<class name>/<file>``) named like the classes."""
     out: dict[str, str] = {}
     known = set(names or ())
     scene_files: dict[Path, dict[str, str]] = {}
     for rel in paths:
-        parent = (folder / rel).parent
-        if parent not in scene_files:
-            scene_files[parent] = _scenes_json(parent)
-        name = scene_files[parent].get(Path(rel).name)
+        name = None
+        if folder is not None:
+            parent = (folder / rel).parent
+            if parent not in scene_files:
+                scene_files[parent] = _scenes_json(parent)
+            name = scene_files[parent].get(Path(rel).name)
         if name is None:
             parts = Path(rel).parts
             if len(parts) > 1 and parts[-2] in known:

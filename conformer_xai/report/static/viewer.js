@@ -66,6 +66,10 @@
     ctx.drawImage(grid, 0, 0, entry.w, entry.h, 0, 0, canvas.width, canvas.height);
   }
 
+  // The block slider steps through the blocks the method has (its value is an index into
+  // them), so that runs with --blocks 1,6,12 move 1 -> 6 -> 12.
+  var blocks = [];
+
   function syncControls() {
     var list = ofMethod(el.method.value);
     var heads = list.map(function (e) { return e.head; }).filter(function (h) { return h !== null; });
@@ -74,20 +78,31 @@
     });
     el.head.disabled = heads.length === 0;
     if (heads.length && heads.indexOf(el.head.value) < 0) { el.head.value = heads[0]; }
-    var blocks = list.map(function (e) { return e.block; }).filter(function (b) { return b !== null; });
+    var before = blocks.length ? blocks[+el.block.value] : +viewer.dataset.startBlock;
+    blocks = [];
+    list.forEach(function (e) {
+      if (e.block !== null && blocks.indexOf(e.block) < 0) { blocks.push(e.block); }
+    });
+    blocks.sort(function (a, b) { return a - b; });
     el.block.disabled = blocks.length === 0;
-    if (blocks.length) {
-      var lo = Math.min.apply(null, blocks), hi = Math.max.apply(null, blocks);
-      el.block.min = lo; el.block.max = hi;
-      var k = +el.block.value;
-      el.block.value = Math.min(hi, Math.max(lo, k));
-    }
-    el.blockValue.textContent = blocks.length ? el.block.value : "all blocks";
+    el.block.min = 0;
+    el.block.max = Math.max(0, blocks.length - 1);
+    if (blocks.length) { el.block.value = nearest(before); }
+    el.blockValue.textContent = blocks.length ? String(blocks[+el.block.value]) : "all blocks";
+  }
+
+  function nearest(block) {
+    var best = 0;
+    blocks.forEach(function (b, i) {
+      if (Math.abs(b - block) < Math.abs(blocks[best] - block)) { best = i; }
+    });
+    return best;
   }
 
   function current() {
     return {method: el.method.value, head: el.head.disabled ? null : el.head.value,
-            branch: el.branch.value, block: el.block.disabled ? null : +el.block.value};
+            branch: el.branch.value,
+            block: el.block.disabled ? null : blocks[+el.block.value]};
   }
 
   function render() {
@@ -166,7 +181,7 @@
 
   function step(delta) {
     if (el.block.disabled) { return; }
-    var k = Math.min(+el.block.max, Math.max(+el.block.min, +el.block.value + delta));
+    var k = Math.min(+el.block.max, Math.max(0, +el.block.value + delta));
     if (k !== +el.block.value) { el.block.value = k; syncControls(); render(); }
   }
 
@@ -182,7 +197,7 @@
       }
     }
     set(el.method, q.m); syncControls(); set(el.head, q.h); set(el.branch, q.b);
-    if (q.k) { el.block.value = q.k; }
+    if (q.k && blocks.length) { el.block.value = nearest(+q.k); }
     if (q.o) { el.opacity.value = q.o; }
   }
 
@@ -190,9 +205,7 @@
   el.head.addEventListener("change", render);
   el.branch.addEventListener("change", render);
   el.block.addEventListener("input", function () { syncControls(); render(); });
-  el.opacity.addEventListener("input", function () {
-    setOpacity(); render();
-  });
+  el.opacity.addEventListener("input", render);
   document.addEventListener("keydown", function (ev) {
     var t = ev.target, tag = t && t.tagName;
     if (t === el.block || tag === "SELECT" || tag === "TEXTAREA" ||
