@@ -150,6 +150,7 @@ def _environment():
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("conformer_xai.report", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             auto_reload=False,
                              undefined=jinja2.StrictUndefined)
     env.filters["fmt"] = format_value
     env.globals["columns_of"] = columns_of

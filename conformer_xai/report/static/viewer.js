@@ -213,6 +213,18 @@
     if (ev.key === "ArrowRight" || ev.key === "ArrowUp") { step(1); ev.preventDefault(); }
     if (ev.key === "ArrowLeft" || ev.key === "ArrowDown") { step(-1); ev.preventDefault(); }
   });
+  function colorbar() {
+    var bar = document.getElementById("colorbar");
+    if (!bar) { return; }
+    var ctx = bar.getContext("2d"), img = ctx.createImageData(256, 1);
+    for (var i = 0; i < 256; i++) {
+      img.data[4 * i] = lut[3 * i]; img.data[4 * i + 1] = lut[3 * i + 1];
+      img.data[4 * i + 2] = lut[3 * i + 2]; img.data[4 * i + 3] = 255;
+    }
+    ctx.putImageData(img, 0, 0);
+  }
+
+  colorbar();
   fromHash();
   syncControls();
   render();
