@@ -16,6 +16,7 @@
     body: table.tBodies[0]
   };
   var state = {sort: null, dir: 1, page: 0, shown: rows};
+  var collator = new Intl.Collator(undefined, {numeric: true});
   var textKeys = columns.filter(function (col) { return col.type === "text"; })
     .map(function (col) { return pos[col.key]; });
 
@@ -27,7 +28,7 @@
     if (b === null || b === undefined) { return -1; }
     if (typeof a === "number" && typeof b === "number") { return (a - b) * state.dir; }
     if (typeof a === "boolean") { return ((a ? 1 : 0) - (b ? 1 : 0)) * state.dir; }
-    return String(a).localeCompare(String(b), undefined, {numeric: true}) * state.dir;
+    return collator.compare(String(a), String(b)) * state.dir;
   }
 
   function apply() {
