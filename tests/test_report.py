@@ -187,7 +187,7 @@ def test_index_has_truth_metrics_and_every_row(big_site):
     assert len(list((site / "thumbs").glob("*.jpg"))) == 120  # map thumbnails without images
 
 
-def all_sites(explain_site, dataset_site, big_site) -> list[Path]:
+def all_sites(explain_site, dataset_site, big_site) -> list[Path]:  # noqa: D103
     return [explain_site[0] / "report", dataset_site[1], big_site[1]]
 
 
@@ -216,25 +216,34 @@ def test_no_file_holds_a_path_of_this_machine(explain_site, dataset_site, big_si
     assert "examples/scenes/scene_000.png" in page  # the input, relative to the repository
 
 
-def test_unknown_metadata_is_shown(explain_site, tmp_path):
-    import html5lib
-
+@pytest.fixture(scope="module")
+def meta_site(explain_site, tmp_path_factory) -> Path:
+    """One explanation whose metadata has keys the report does not know, an audio front end
+    among them (the scene then reads as a spectrogram folded twice)."""
     from conformer_xai.report import build_report
 
     out, _ = explain_site
-    run = tmp_path / "run"
+    base = tmp_path_factory.mktemp("meta")
+    run = base / "run"
     run.mkdir()
     shutil.copy(out / "scene_000.maps.npz", run / "a.maps.npz")
     sidecar = json.loads((out / "scene_000.maps.json").read_text())
     sidecar["meta"].update({
         "tap": "stage end", "size_mismatch": "resize",
-        "audio": {"sr": 32000, "n_fft": 512, "hop_length": 160, "freq_ratio": 2},
+        "audio": {"sr": 32000, "n_fft": 512, "hop_length": 160, "n_mels": 64, "fmin": 50,
+                  "fmax": 14000, "freq_ratio": 2},
         "checkpoint": "/home/someone/private/fork.pth"})
     sidecar["flows"] = {"fused": [{"block": 1, "cnn_stays": 0.4, "fcu_down": 0.1},
                                   {"block": 2, "cnn_stays": 0.3, "fcu_up": 0.2}]}
     (run / "a.maps.json").write_text(json.dumps(sidecar))
-    build_report(run, tmp_path / "site")
-    page = (tmp_path / "site" / "images" / "0000.html").read_text()
+    build_report(run, base / "site")
+    return base / "site"
+
+
+def test_unknown_metadata_is_shown(meta_site):
+    import html5lib
+
+    page = (meta_site / "images" / "0000.html").read_text()
     html5lib.HTMLParser(strict=True).parse(page)
     highlights = page[page.index("how the maps were made"):page.index('id="viewer"')]
     for text in ("stage end", "size mode", "resize", "front end", "hop_length", "32000"):
@@ -242,6 +251,22 @@ def test_unknown_metadata_is_shown(explain_site, tmp_path):
     flows = page[page.index(">flows<"):]
     assert all(f">{c}<" in flows for c in ("block", "cnn_stays", "fcu_down", "fcu_up"))
     assert "/home/someone" not in page and ".../fork.pth" in page
+
+
+def test_audio_axes_follow_the_front_end():
+    from conformer_xai.report.audio import axes, hz_to_mel
+
+    meta = {"front_end": {"sr": 32000, "hop_length": 160, "n_mels": 112, "fmin": 50,
+                          "fmax": 14000, "freq_ratio": 2}}
+    tf = axes(meta, 224, 224)
+    assert (tf["fold"], tf["width"], tf["height"]) == (2, 448, 112)
+    assert tf["seconds"] == pytest.approx(448 * 160 / 32000)  # 2.24 s
+    assert tf["x_ticks"][0] == (0.0, "0 s") and tf["x_ticks"][-1][1] == "2 s"
+    assert dict((label, p) for p, label in tf["y_ticks"])["1 kHz"] == pytest.approx(
+        100 * (hz_to_mel(1000) - hz_to_mel(50)) / (hz_to_mel(14000) - hz_to_mel(50)), abs=1e-3)
+    assert hz_to_mel(1000) == pytest.approx(15.0) and hz_to_mel(6400) == pytest.approx(42.0)
+    assert axes({"sr": 16000}, 224, 224) is None  # no hop length: not a front end
+    assert axes(meta, 225, 100)["fold"] == 1  # a height that does not split stays folded
 
 
 # ----------------------------------------------------------------------------- the command line
@@ -430,6 +455,29 @@ def test_store_pages_step_through_the_stored_blocks(browser, dataset_site):
     assert len(shown) == 3
 
 
+def test_audio_pages_unfold_the_spectrogram(browser, meta_site):
+    from selenium.webdriver.common.by import By
+
+    maps = site_maps(meta_site, "0000")
+    visit(browser, meta_site / "images" / "0000.html", "#viewer")
+    cnn = browser.find_element(By.CSS_SELECTOR, '.panel[data-branch="cnn"] canvas.heat')
+    picture = browser.find_element(By.CSS_SELECTOR, '.panel[data-branch="cnn"] canvas.picture')
+    assert (cnn.get_attribute("width"), cnn.get_attribute("height")) == ("256", "64")
+    # (a canvas with a file:// image drawn on it is tainted: its pixels cannot be read back)
+    assert picture.get_attribute("data-drawn") == "1"
+    assert (picture.get_attribute("width"), picture.get_attribute("height")) == ("256", "64")
+    key = cnn.get_attribute("data-key")
+    folded = expected_rgb(maps[key], (128, 128))
+    halves = [folded[k * 64:(k + 1) * 64][::-1] for k in range(2)]  # low bands at the bottom
+    expected = np.concatenate(halves, axis=1)
+    got = canvas_rgb(browser, cnn).astype(np.float32)
+    assert np.abs(got - expected).mean() < 8
+    assert np.abs(got - expected_rgb(maps[key], (64, 256))).mean() > 2 * np.abs(
+        got - expected).mean()  # not merely stretched
+    ticks = [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".panel .xaxis span")]
+    assert "0 s" in ticks and "kHz" in browser.find_element(By.CSS_SELECTOR, ".yaxis").text
+
+
 def test_index_sorts_filters_and_pages(browser, big_site):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -476,3 +524,18 @@ def test_index_sorts_filters_and_pages(browser, big_site):
     target = first.get_attribute("href")
     first.click()
     assert browser.current_url.split("#")[0] == target and target.endswith(".html")
+
+
+def test_report_benchmark_runs_and_writes_its_json(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.report_build", "--images", "12",
+                           "--grid-scale", "0.25", "--out", str(tmp_path / "results"),
+                           "--work", str(tmp_path / "work")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    (file,) = (tmp_path / "results").glob("report_build_12_*.json")
+    data = json.loads(file.read_text())
+    assert data["benchmark"] == "report_build" and data["config"]["images"] == 12
+    assert data["config"]["map_keys"] == 112 and data["config"]["maps"] == 12 * 112
+    assert data["build_s"] > 0 and data["machine"]["logical_cores"] >= 1
+    assert data["site"]["files"] == 12 * 4 + 7  # page, picture, thumbnail, maps per image
+    assert len(list((tmp_path / "work" / "site" / "images").glob("*.jpg"))) == 12

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .audio import axes as audio_axes
 from .encode import (
     Cleaner,
     b64,
@@ -276,13 +277,14 @@ class _SiteBuilder:
         height, width = self._display_size(i, layout)
         meta = self.clean.value(record.meta)
         view = _view_options(layout) if layout is not None else None
+        tf = audio_axes(meta, height, width)
         page = self.env.get_template("image.html").render(
             title=f"{self.clean.text(record.name)} · {self.title}", up="../",
             site_title=self.title, id=self.ids[i], record=_record_view(record, self.clean),
             prev=self.ids[i - 1] if i > 0 else None,
             next=self.ids[i + 1] if i + 1 < len(self.ids) else None,
             picture=f"{self.ids[i]}.jpg" if i in self.has_picture else None,
-            width=width, height=height, view=view,
+            width=width, height=height, view=view, tf=tf,
             highlights=_highlights(meta), meta=meta,
             agreement=self.agreement.get(i), agreement_label=self.agreement_label,
             number=i + 1, total=len(self.ids))

@@ -22,6 +22,9 @@
   };
   var width = +viewer.dataset.width, height = +viewer.dataset.height;
   var picture = viewer.dataset.picture;
+  // Spectrogram inputs: every picture and map is unfolded (fold > 1) and flipped so that time
+  // runs left to right and low frequencies sit at the bottom (see report/audio.py).
+  var audio = viewer.dataset.audio === "1", fold = +viewer.dataset.fold || 1;
   var branches = Array.prototype.map.call(
     viewer.querySelectorAll(".panel"), function (f) { return f.dataset.branch; });
 
@@ -61,9 +64,37 @@
       img.data[4 * i + 2] = lut[v + 2]; img.data[4 * i + 3] = 255;
     }
     gctx.putImageData(img, 0, 0);
-    ctx.imageSmoothingEnabled = true;
-    ctx.imageSmoothingQuality = "low";
-    ctx.drawImage(grid, 0, 0, entry.w, entry.h, 0, 0, canvas.width, canvas.height);
+    var target = ctx, into = canvas;
+    if (audio) {
+      into = document.createElement("canvas");
+      into.width = width; into.height = height;
+      target = into.getContext("2d");
+    }
+    target.imageSmoothingEnabled = true;
+    target.imageSmoothingQuality = "low";
+    target.drawImage(grid, 0, 0, entry.w, entry.h, 0, 0, into.width, into.height);
+    if (audio) { unfold(into, canvas); }
+  }
+
+  function unfold(source, canvas) {
+    var ctx = canvas.getContext("2d"), part = height / fold;
+    ctx.imageSmoothingEnabled = false;
+    for (var k = 0; k < fold; k++) {
+      ctx.save();
+      ctx.translate(k * width, part);
+      ctx.scale(1, -1);
+      ctx.drawImage(source, 0, k * part, width, part, 0, 0, width, part);
+      ctx.restore();
+    }
+  }
+
+  function unfoldPicture(img) {
+    var canvas = document.createElement("canvas");
+    canvas.className = "picture";
+    canvas.width = width * fold; canvas.height = height / fold;
+    img.parentNode.insertBefore(canvas, img.nextSibling);
+    function go() { unfold(img, canvas); canvas.dataset.drawn = "1"; }
+    if (img.complete && img.naturalWidth) { go(); } else { img.addEventListener("load", go); }
   }
 
   // The block slider steps through the blocks the method has (its value is an index into
@@ -112,7 +143,7 @@
     Array.prototype.forEach.call(viewer.querySelectorAll(".panel"), function (fig) {
       var b = fig.dataset.branch, entry = find(s.method, s.head, b, s.block);
       fig.hidden = !(s.branch === "both" || s.branch === b);
-      draw(fig.querySelector("canvas"), entry);
+      draw(fig.querySelector("canvas.heat"), entry);
       fig.querySelector("figcaption").textContent =
         b + " branch · " + (entry ? entry.key : "no " + s.method + " map here");
     });
@@ -157,14 +188,18 @@
       th.scope = "row"; th.textContent = h + " head"; tr.appendChild(th);
       branches.forEach(function (b) {
         var td = document.createElement("td"), stack = document.createElement("div");
-        stack.className = "stack small";
+        stack.className = picture ? "stack small" : "stack small bare";
         if (picture) {
           var img = document.createElement("img");
           img.src = picture; img.alt = ""; img.width = width; img.height = height;
+          img.hidden = audio;
           stack.appendChild(img);
+          if (audio) { unfoldPicture(img); }
         }
         var canvas = document.createElement("canvas");
-        canvas.className = "heat"; canvas.width = width; canvas.height = height;
+        canvas.className = "heat";
+        canvas.width = audio ? width * fold : width;
+        canvas.height = audio ? height / fold : height;
         stack.appendChild(canvas); td.appendChild(stack); tr.appendChild(td);
         draw(canvas, find(s.method, h, b, s.block));
       });
@@ -224,6 +259,9 @@
     ctx.putImageData(img, 0, 0);
   }
 
+  if (audio) {
+    Array.prototype.forEach.call(viewer.querySelectorAll(".panel .stack img"), unfoldPicture);
+  }
   colorbar();
   fromHash();
   syncControls();
