@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/conformer-xai explain examples/scenes --model conformer_micro_patch16 --weights embedded --out out/ --force
+	$(BIN)/conformer-xai explain examples/scenes --model conformer_micro_patch16 --weights embedded --out out/ --report --force
 	$(BIN)/conformer-xai compare examples/scenes/scene_000.png --weights embedded --out out/compare --force
 
 test: $(STAMP)

@@ -21,6 +21,7 @@ from .dataset import explain_dataset_command
 from .evaluate import evaluate_command
 from .explain import explain_command
 from .models import models_command
+from .report import report_command
 from .train import train_synthetic_command
 
 __all__ = ["main"]
@@ -37,11 +38,12 @@ def main() -> None:
     conformer-xai explain examples/scenes --model conformer_micro_patch16 --weights embedded
     conformer-xai compare photo.jpg
     conformer-xai models
+    conformer-xai report conformer-xai-out --out site/
 
     Run `conformer-xai COMMAND --help` for the options of a command.
     """
 
 
 for _command in (explain_command, compare_command, models_command, evaluate_command,
-                 train_synthetic_command, explain_dataset_command):
+                 train_synthetic_command, explain_dataset_command, report_command):
     main.add_command(_command)

@@ -37,6 +37,13 @@ from ._common import (
     resolve_device,
     weights_notes,
 )
+from .report import check_report_out, write_report
+
+
+def report_folder(store: Path) -> Path:
+    """Where ``explain-dataset --report`` writes the site: ``<store>-report`` beside the store
+    (the store folder itself holds only what the Zarr layout names)."""
+    return store.parent / f"{store.name}-report"
 
 
 @click.command("explain-dataset")
@@ -75,6 +82,9 @@ from ._common import (
               help="Refuse to continue an existing store (use --force to start over).")
 @click.option("--extend", is_flag=True,
               help="On resume, add the images the store does not hold yet (else refused).")
+@click.option("--report", is_flag=True,
+              help="Also build the browsable HTML report of the store in STORE-report/ "
+                   "(see `conformer-xai report`).")
 @click.option("--merge", is_flag=True,
               help="Merge the per-rank shards of a finished multi-GPU run and exit.")
 @device_option
@@ -90,8 +100,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
                             methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
                             heads: tuple[str, ...] | None, input_size: tuple[int, int] | None,
                             no_crop: bool, dtype: str, bf16: bool, channels_last: bool,
-                            no_resume: bool, extend: bool, merge: bool, device: str,
-                            force: bool, as_json: bool, debug: bool) -> int:
+                            no_resume: bool, extend: bool, report: bool, merge: bool,
+                            device: str, force: bool, as_json: bool, debug: bool) -> int:
     """Explain every image under DIRECTORY (recursively) into a chunked, resumable Zarr store.
 
     Maps are stored at grid resolution (float16 by default) with each image's raw range, plus a
@@ -132,6 +142,9 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
         from .explain import resolve_audio_options
 
         audio = resolve_audio_options(audio_config, frames)
+    site = report_folder(store)
+    if report:
+        check_report_out(site, force)
     dev = resolve_device(device)
 
     from conformer_xai.batch import run_dataset
@@ -152,6 +165,14 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
                 autocast_dtype="bfloat16" if bf16 else None, channels_last=channels_last,
                 resume=not no_resume, force=force, extend=extend)
     summary["weights_source"] = getattr(net, "weights_source", None)
+    if report and summary.get("predictions"):  # the store is complete
+        from conformer_xai.data import class_names_for
+
+        built = write_report(store, site, images=directory, labels=class_names_for(net),
+                             force=force, debug=debug, quiet=as_json)
+        summary["report"] = str(site / "index.html")
+        if not as_json:
+            note(f"report of {built['images']} images: {summary['report']}")
     if as_json:
         echo_json({"command": "explain-dataset", **summary})
     elif summary.get("merged") and not summary.get("processed"):

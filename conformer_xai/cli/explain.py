@@ -42,6 +42,7 @@ from ._common import (
     weights_notes,
     write_json,
 )
+from .report import check_report_out, write_report
 
 SCENE_NAME = re.compile(r"scene_\d+")
 """File names (without extension) of generated synthetic scenes, as in ``examples/scenes/``."""
@@ -235,6 +236,9 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
 @click.option("--save-arrays", is_flag=True,
               help="Also write every map as <name>.maps.npz (+ .maps.json), readable with "
                    "Explanation.load.")
+@click.option("--report", is_flag=True,
+              help="Also build the browsable HTML report of this run in OUT/report "
+                   "(implies --save-arrays; see `conformer-xai report`).")
 @json_option
 @force_option
 @debug_option
@@ -247,7 +251,7 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
                     labels: str | None, target: str | None, heads: tuple[str, ...] | None,
                     methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
                     device: str, batch_size: int, out: str, fmt: str, save_arrays: bool,
-                    as_json: bool, force: bool, debug: bool) -> int:
+                    report: bool, as_json: bool, force: bool, debug: bool) -> int:
     """Explain images: per image a figure, a JSON summary and (--save-arrays) the maps.
 
     IMAGE_OR_FOLDER... are image files, raw arrays (.npy, .pt: fed as they are), audio files
@@ -258,6 +262,7 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
     """
     started = time.perf_counter()
     model = model_or_default(model, checkpoint)
+    save_arrays = save_arrays or report  # the report is built from the arrays
     check_weights(model, weights, checkpoint)
     if (ema or num_heads) and checkpoint is None:
         raise CliUsageError(f"{'--ema' if ema else '--num-heads'} applies to --checkpoint files")
@@ -270,6 +275,8 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
                       audio_config is not None or frames is not None)
     audio = resolve_audio_options(audio_config, frames)
     check_overwrite([f for job in jobs for f in job.outputs()], force)
+    if report:
+        check_report_out(out_dir / "report", force)
     if model is not None:
         check_architecture(model, input_size)
 
@@ -315,11 +322,17 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
                "failed": [{"input": p, "error": e} for p, e in batch_run.failures],
                "timings_s": {"model_load": round(model_load_s, 4),
                              "total": round(time.perf_counter() - started, 4)}}
+        if report and batch_run.summaries:
+            write_report(out_dir, out_dir / "report", force=force, debug=debug, quiet=as_json,
+                         files=[Path(s["files"]["arrays"]) for s in batch_run.summaries])
+            run["report"] = str(out_dir / "report" / "index.html")
         if as_json:
             echo_json(run)
         else:
             click.echo(f"wrote {len(batch_run.summaries)} of {len(jobs)} image(s) to "
                        f"{out_dir}")
+            if "report" in run:
+                click.echo(f"report: {run['report']}")
         if batch_run.failures:
             raise FailedInputs(batch_run.failures)
         return 0
