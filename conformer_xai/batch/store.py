@@ -196,6 +196,7 @@ class MapStore:
         if path.is_symlink() and not path.exists():
             raise FileNotFoundError(f"{path} is a symbolic link to a missing folder")
         parent = path.absolute().parent
+        parent.mkdir(parents=True, exist_ok=True)
         for leftover in parent.glob(f".{path.absolute().name}.creating-*"):
             shutil.rmtree(leftover, ignore_errors=True)  # of a killed creation (we hold the lock)
         if not path.exists():
