@@ -18,6 +18,8 @@ from .attention_capture import attention_from_qkv, attention_grad, supports_reco
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
 from .methods.features import check_reduce, reduce_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
+from .methods.transcam import transcam
+from .own_pass import run_own_passes
 from .result import Explanation, normalise_per_image
 from .taps import ModelAdapter, Tap, adapter_for
 
@@ -88,7 +90,8 @@ class Explainer:
     def applicable_methods(self) -> tuple[str, ...]:
         """Methods this model supports."""
         has_trans = "transformer" in self.branches
-        return tuple(m for m, s in METHODS.items() if has_trans or not s.transformer_only)
+        return tuple(m for m, s in METHODS.items() if (has_trans or not s.transformer_only)
+                     and (not s.families or self.family in s.families))
 
     # ------------------------------------------------------------------ the engine
     def explain(
@@ -120,8 +123,11 @@ class Explainer:
             head: Classifier head(s) for the gradient methods: "fused", "cnn", "transformer", or a
                 sequence of them (they share the forward pass). Default: "fused", or the only head.
             methods: Subset of ``features, attention, gradcam, gradcam++, layercam, hirescam,
-                eigencam, rollout, grad_rollout``. Default: features, attention, gradcam, rollout,
-                grad_rollout (those that apply to the model).
+                eigencam, rollout, grad_rollout, transcam, lrp, attnlrp, integrated_gradients,
+                smoothgrad``. Default: features, attention, gradcam, rollout, grad_rollout (those
+                that apply to the model). ``lrp`` and ``attnlrp`` run one modified backward per
+                head in a pass of their own; ``integrated_gradients`` and ``smoothgrad`` run
+                about 50 passes each (:mod:`conformer_xai.explain.own_pass`).
             blocks: 1-based blocks for the per-block methods (the same for every branch, or a
                 mapping branch -> blocks); None = all.
             reduce: Channel reduction of "features": "mean", "l2", "max" or a channel index.
@@ -169,6 +175,9 @@ class Explainer:
                     wanted[id(tap.feature_module)] = tap.feature_module
                 if cam_methods:
                     wanted[id(tap.grad_module)] = tap.grad_module
+        if "transcam" in methods:
+            last_cnn = self.adapter.tap("cnn", self.num_blocks("cnn")).feature_module
+            wanted[id(last_cnn)] = last_cnn
         attn_modules = self.adapter.attention_modules if need_attention else []
         # attention from the fused kernel's qkv (and proj input for its gradient) when the
         # module allows it; otherwise the explicit path's probabilities at attn_drop
@@ -254,14 +263,25 @@ class Explainer:
                         g = [None if gi is None else attention_grad(a, recorded[id(a.qkv)], gi)
                              for a, gi in zip(attn_modules, g)]
                     raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
+            if "transcam" in methods:
+                head_weight = self.model.conv_cls_head.weight
+                raw["transcam/cnn"] = transcam(recorded[id(last_cnn)], head_weight, target_t,
+                                               attns, (gh, gw), npt)
 
         raw, maps = self._finish(raw, height, width, upsample)
+        flows, own_meta = {}, {}
+        if any(METHODS[m].own_pass for m in methods):
+            own_raw, own_maps, flows, own_meta = run_own_passes(
+                self, x, target_t, heads, methods, block_map, upsample)
+            raw.update(own_raw)
+            maps.update(own_maps)
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
                 "attention_path": None if not need_attention
                 else ("fused, recomputed from qkv" if recompute else "explicit")}
+        info.update(own_meta)
         info.update(meta or {})
         if not bool(torch.stack([torch.isfinite(v).all() for v in logits.values()]).all()):
             raise ValueError("the model's logits are NaN or infinite: check its weights "
@@ -269,7 +289,7 @@ class Explainer:
         return Explanation(
             maps=maps, raw=raw, logits=logits, target=target_t.cpu(), heads=tuple(heads),
             input_size=(int(height), int(width)), model_name=self._model_name(),
-            class_names=self.class_names, image=img, meta=info)
+            class_names=self.class_names, image=img, meta=info, flows=flows)
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Explanation:
         return self.explain(x, **kwargs)
