@@ -82,8 +82,8 @@ class FlowProbes:
             for k in range(2, m.depth + 1):
                 block = getattr(m, f"conv_trans_{k}")
                 handles.append(block.register_forward_hook(out_hook(str(k))))
-                handles.append(block.squeeze_block.register_forward_hook(out_hook(f"s{k}")))
-                handles.append(block.expand_block.register_forward_hook(out_hook(f"e{k}")))
+                handles.append(block.squeeze_block.register_forward_hook(out_hook(f"down{k}")))
+                handles.append(block.expand_block.register_forward_hook(out_hook(f"up{k}")))
             yield self
         finally:
             for h in handles:
@@ -99,7 +99,7 @@ class FlowProbes:
         for name, t in self.tensors.items():
             g = grads.get(name)
             r = torch.zeros_like(t) if g is None else (t.detach() * g).float()
-            if name.startswith("s"):
+            if name.startswith("down"):  # FCU down's patch tokens (its class token stays)
                 rel[name] = r[:, 1:].flatten(1).sum(1)
             else:
                 rel[name] = r.flatten(1).sum(1)
@@ -111,7 +111,7 @@ class FlowProbes:
                 down = up = torch.zeros_like(cnn_in)
             else:
                 out_c, out_t = rel[f"c{k - 1}"], rel[f"t{k - 1}"]
-                down, up = rel[f"s{k}"], rel[f"e{k}"]
+                down, up = rel[f"down{k}"], rel[f"up{k}"]
             values = {"cnn_in": cnn_in, "transformer_in": trans_in,
                       "cnn_stays": out_c - down, "transformer_stays": out_t - up,
                       "fcu_down": down, "fcu_up": up,
