@@ -291,6 +291,7 @@ def test_transcam_equals_a_straightforward_reference(tiny_conformer, images):
                                 for p in range(n)]).reshape(gh, gw)
         torch.testing.assert_close(exp.raw["transcam/cnn"][i], refined, rtol=1e-4, atol=1e-5)
     assert exp.maps["transcam/cnn"].shape == (2, 64, 64)
+    assert not any(v.requires_grad for v in (*exp.raw.values(), *exp.maps.values()))
 
 
 def test_transcam_is_offered_only_for_conformer():

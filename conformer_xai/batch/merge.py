@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .store import IMAGES, PREDICTIONS, PROGRESS, MapStore
+from .store import IMAGES, PREDICTIONS, PROGRESS, MapStore, array_name
 
 __all__ = ["merge_shards", "shard_dirs"]
 
@@ -77,14 +77,16 @@ def merge_shards(store: str | os.PathLike, remove_shards: bool = True) -> dict[s
         for local, path in enumerate(s.paths):
             paths[int(idx[local])] = path
         failed.update({int(idx[p]): msg for p, msg in s.progress()["failed"].items()})
-    grids = {k: tuple(shards[0].group[f"maps/{k}"].shape[1:]) for k in shards[0].map_keys}
+    grids = {k: tuple(shards[0].group[array_name("maps", k)].shape[1:])
+             for k in shards[0].map_keys}
     config = {k: v for k, v in first.items()
               if k not in ("format", "n", "chunk", "map_keys", "logit_heads")}
     config.update(world_size=1, rank=0, merged_from=world)
     tmp = root / _TMP
     merged = MapStore.create(tmp, config, paths, np.arange(n), grids, shards[0].logit_heads,
                              int(first["chunk"]), str(first["map_dtype"]))
-    names = ([f"maps/{k}" for k in merged.map_keys] + [f"range/{k}" for k in merged.map_keys]
+    names = ([array_name("maps", k) for k in merged.map_keys]
+             + [array_name("range", k) for k in merged.map_keys]
              + ["target"] + [f"{a}/{h}" for h in merged.logit_heads
                              for a in ("pred", "prob", "target_prob")])
     for start in range(0, n, merged.chunk):

@@ -17,7 +17,7 @@ from torch import nn
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, list_images
 from .merge import merge_shards
-from .store import PROGRESS, MapStore, is_store
+from .store import PROGRESS, MapStore, array_name, is_store
 
 __all__ = ["run_dataset", "distributed_env", "weights_fingerprint", "MAP_DTYPES"]
 
@@ -335,7 +335,7 @@ def _write(ms: MapStore, start: int, stop: int, maps: np.ndarray, stats: np.ndar
     bad = np.array([start + i in failed for i in range(n)])
     out_maps, ranges, offset = {}, {}, 0
     for j, key in enumerate(ms.map_keys):
-        h, w = ms.group[f"maps/{key}"].shape[1:]
+        h, w = ms.group[array_name("maps", key)].shape[1:]
         m = maps[:, offset:offset + h * w].reshape(n, h, w).copy()
         offset += h * w
         rng = stats[:, 2 * j:2 * j + 2].copy()

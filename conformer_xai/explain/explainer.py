@@ -264,7 +264,7 @@ class Explainer:
                              for a, gi in zip(attn_modules, g)]
                     raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
             if "transcam" in methods:
-                head_weight = self.model.conv_cls_head.weight
+                head_weight = self.model.conv_cls_head.weight.detach()
                 raw["transcam/cnn"] = transcam(recorded[id(last_cnn)], head_weight, target_t,
                                                attns, (gh, gw), npt)
 
