@@ -27,6 +27,7 @@ EXPECTED = (
     "03_attention_rollout",
     "04_branch_comparison",
     "05_your_own_checkpoint",
+    "07_branch_flow",
 )
 NOTEBOOKS = [NOTEBOOK_DIR / f"{name}.ipynb" for name in EXPECTED]
 KERNEL_NAME = "conformer-xai-tests"
@@ -37,7 +38,7 @@ CELL_TIMEOUT_S = 120
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Figures each notebook draws at least (in its quick run).
 MIN_FIGURES = {"01_feature_maps": 2, "02_gradcam_branches": 11, "03_attention_rollout": 8,
-               "04_branch_comparison": 5, "05_your_own_checkpoint": 6}
+               "04_branch_comparison": 5, "05_your_own_checkpoint": 6, "07_branch_flow": 6}
 
 
 def _ids(path: Path) -> str:
@@ -74,7 +75,7 @@ def kernel(tmp_path_factory):
         yield KERNEL_NAME
 
 
-def test_the_five_notebooks_are_committed():
+def test_the_notebooks_are_committed():
     found = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
     assert found == list(EXPECTED)
 
