@@ -13,7 +13,9 @@ from conformer_xai.explain import Explainer
 from conformer_xai.explain.input_attribution import nothing_baseline
 from conformer_xai.explain.lrp import FLOW_FIELDS, lrp_rules
 from conformer_xai.explain.lrp.rules import (
+    box_rule,
     epsilon_rule,
+    gamma_rule,
     gate_rule,
     layer_norm_rule,
     uniform_rule,
@@ -46,6 +48,42 @@ def test_epsilon_rule_matches_the_formula_and_conserves_without_bias():
     z = lin(x)
     r_in, r_out = _relevance(x, epsilon_rule(z, 0.0), w)
     torch.testing.assert_close(r_in.sum(), r_out.sum())
+
+
+def test_gamma_rule_matches_the_formula_and_conserves_without_bias():
+    g = torch.Generator().manual_seed(9)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    x = torch.rand(2, 3, 5, 5, generator=g).requires_grad_()  # non-negative input
+    w = torch.randn(2, 4, 5, 5, generator=g)
+    z = conv(x)
+    out = gamma_rule(conv, x, z, 0.25, 0.0)
+    assert torch.equal(out, z)
+    r_in, r_out = _relevance(x, out, w)
+    torch.testing.assert_close(r_in.sum(), r_out.sum(), rtol=1e-4, atol=1e-5)
+    # reference: the rule written out, w + 0.25 w+ for positive outputs, w + 0.25 w- for negative
+    w0 = conv.weight.detach()
+    expected = torch.zeros_like(r_in)
+    for w_g, mask in ((w0 + 0.25 * w0.clamp(min=0), z.detach() > 0),
+                      (w0 + 0.25 * w0.clamp(max=0), z.detach() < 0)):
+        xr = x.detach().clone().requires_grad_()
+        z_g = F.conv2d(xr, w_g, padding=1)
+        (gr,) = torch.autograd.grad(z_g, xr, grad_outputs=torch.where(mask, r_out / z_g.detach(),
+                                                                      torch.zeros_like(r_out)))
+        expected += xr.detach() * gr
+    torch.testing.assert_close(r_in, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_box_rule_conserves_and_stays_within_the_bounds_terms():
+    g = torch.Generator().manual_seed(10)
+    conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+    low, high = torch.full((1, 3, 1, 1), -2.0), torch.full((1, 3, 1, 1), 2.5)
+    x = (torch.rand(2, 3, 6, 6, generator=g) * 4.5 - 2.0)
+    r_out = torch.rand(2, 4, 6, 6, generator=g)
+    r_in = box_rule(conv, x, r_out, low, high, eps=0.0)
+    assert r_in.shape == x.shape
+    torch.testing.assert_close(r_in.sum(), r_out.sum(), rtol=1e-4, atol=1e-5)
+    # z^B is positive: with positive output relevance every pixel's relevance is >= 0
+    assert (r_in >= -1e-6).all()
 
 
 def test_gate_rule_passes_gelu_relevance_unchanged():
@@ -183,6 +221,20 @@ def test_lrp_on_the_embedded_model_reports_ratio_and_absorbed_share(tiny_conform
             assert abs(r + a - 1) < 1e-6
     # the two variants differ (AttnLRP's softmax and matmul rules change the map)
     assert not torch.allclose(exp.raw["lrp/fused"], exp.raw["attnlrp/fused"])
+
+
+def test_epsilon_gamma_box_composite_conserves_on_the_bias_free_model():
+    model = _bias_free(make_tiny_conformer())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(7))
+    with Explainer(model) as explainer:
+        exp = explainer.explain(x, methods=["lrp"], blocks=[12], lrp_composite="epsilon_gamma_box")
+        plain = explainer.explain(x, methods=["lrp"], blocks=[12])
+        with pytest.raises(ValueError, match="epsilon_gamma_box"):
+            explainer.explain(x, methods=["lrp"], lrp_composite="gamma")
+    logit = exp.logits["fused"].gather(1, exp.target[:, None])[:, 0]
+    torch.testing.assert_close(exp.raw["lrp/fused"].flatten(1).sum(1), logit, rtol=0.05, atol=0.0)
+    assert exp.meta["lrp_composite"] == "epsilon_gamma_box"
+    assert not torch.allclose(exp.raw["lrp/fused"], plain.raw["lrp/fused"])
 
 
 def test_lrp_pass_leaves_logits_and_model_untouched(tiny_conformer, images):

@@ -67,17 +67,19 @@ def _timm_bottleneck_canonizer():
     return AttributeCanonizer(attribute_map)
 
 
-def test_lrp_on_resnet_agrees_with_zennit():
+@pytest.mark.parametrize("composite", ["epsilon", "epsilon_gamma_box"])
+def test_lrp_on_resnet_agrees_with_zennit(composite):
     from zennit.attribution import Gradient
     from zennit.canonizers import NamedMergeBatchNorm
-    from zennit.composites import LayerMapComposite
+    from zennit.composites import LayerMapComposite, SpecialFirstLayerMapComposite
     from zennit.layer import Sum
-    from zennit.rules import Epsilon, Norm, Pass
+    from zennit.rules import Epsilon, Gamma, Norm, Pass, ZBox
 
     model = load_model("resnet_micro", weights="embedded")
     x, labels = _scenes()
     with Explainer(model) as explainer:
-        ours = explainer.explain(x, target=labels, methods=["lrp"], blocks=[8]).raw["lrp/cnn"]
+        ours = explainer.explain(x, target=labels, methods=["lrp"], blocks=[8],
+                                 lrp_composite=composite).raw["lrp/cnn"]
 
     names = dict(model.named_modules())
     pairs = [(["conv1"], "bn1")]
@@ -87,11 +89,21 @@ def test_lrp_on_resnet_agrees_with_zennit():
                 pairs.append(([f"{name}.conv{i}"], f"{name}.bn{i}"))
         if name.endswith("downsample"):
             pairs.append(([f"{name}.0"], f"{name}.1"))
-    composite = LayerMapComposite(
-        layer_map=[(nn.ReLU, Pass()), (nn.Conv2d, Epsilon(1e-6)), (nn.Linear, Epsilon(1e-6)),
-                   (Sum, Norm()), (nn.AdaptiveAvgPool2d, Norm())],
-        canonizers=[NamedMergeBatchNorm(pairs), _timm_bottleneck_canonizer()])
-    with Gradient(model, composite) as attributor:
+    canonizers = [NamedMergeBatchNorm(pairs), _timm_bottleneck_canonizer()]
+    if composite == "epsilon":
+        rules = LayerMapComposite(
+            layer_map=[(nn.ReLU, Pass()), (nn.Conv2d, Epsilon(1e-6)), (nn.Linear, Epsilon(1e-6)),
+                       (Sum, Norm()), (nn.AdaptiveAvgPool2d, Norm())], canonizers=canonizers)
+    else:  # zennit's EpsilonGammaBox, spelled out with the same pooling and sum rules
+        cfg = model.pretrained_cfg
+        mean = torch.tensor(cfg["mean"])[None, :, None, None]
+        std = torch.tensor(cfg["std"])[None, :, None, None]
+        low, high = ((0 - mean) / std).expand_as(x), ((1 - mean) / std).expand_as(x)
+        rules = SpecialFirstLayerMapComposite(
+            layer_map=[(nn.ReLU, Pass()), (nn.Conv2d, Gamma(0.25)), (nn.Linear, Epsilon(1e-6)),
+                       (Sum, Norm()), (nn.AdaptiveAvgPool2d, Norm())],
+            first_map=[(nn.Conv2d, ZBox(low, high))], canonizers=canonizers)
+    with Gradient(model, rules) as attributor:
         logits = model(x)
         onehot = torch.zeros_like(logits).scatter_(1, labels[:, None], 1.0)
         _, relevance = attributor(x, onehot * logits.gather(1, labels[:, None]))

@@ -19,7 +19,7 @@ from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attentio
 from .methods.features import check_reduce, reduce_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
 from .methods.transcam import transcam
-from .own_pass import run_own_passes
+from .own_pass import check_composite, run_own_passes
 from .result import Explanation, normalise_per_image
 from .taps import ModelAdapter, Tap, adapter_for
 
@@ -108,6 +108,7 @@ class Explainer:
         image: torch.Tensor | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
         upsample: bool = True,
+        lrp_composite: str = "epsilon",
     ) -> Explanation:
         """Compute every requested map for a batch in one forward pass.
 
@@ -141,6 +142,9 @@ class Explainer:
             meta: Extra metadata stored on the result.
             upsample: Compute ``maps`` (upsampled, normalised); False leaves ``maps`` empty and
                 returns only ``raw`` (what batch runs that store grids need).
+            lrp_composite: Rules of ``lrp`` / ``attnlrp`` on conv layers, in zennit's terms:
+                "epsilon" (everywhere; the default) or "epsilon_gamma_box" (gamma 0.25 on conv
+                layers whose input is non-negative, the bounded rule at the input layer).
 
         Returns:
             An :class:`Explanation`.
@@ -155,6 +159,7 @@ class Explainer:
         block_map = self._resolve_blocks(blocks, methods)
         rollout_options = _rollout_options(rollout_options)
         check_reduce(reduce)
+        check_composite(lrp_composite)
         autocast_dtype = resolve_dtype(autocast_dtype)
         if meta is not None and not isinstance(meta, Mapping):
             raise ValueError(f"meta must be a mapping (dict), got {type(meta).__name__}")
@@ -272,7 +277,7 @@ class Explainer:
         flows, own_meta = {}, {}
         if any(METHODS[m].own_pass for m in methods):
             own_raw, own_maps, flows, own_meta = run_own_passes(
-                self, x, target_t, heads, methods, block_map, upsample)
+                self, x, target_t, heads, methods, block_map, upsample, lrp_composite)
             raw.update(own_raw)
             maps.update(own_maps)
         info = {"weights_source": getattr(self.model, "weights_source", None),

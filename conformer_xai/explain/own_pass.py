@@ -14,20 +14,27 @@ import torch
 
 from .input_attribution import input_attributions
 from .lrp import VARIANTS, branch_share, run_lrp
+from .lrp.patch import COMPOSITES
 from .result import normalise_per_image
 
 if TYPE_CHECKING:  # pragma: no cover
     from .explainer import Explainer
 
-__all__ = ["OWN_PASS_METHODS", "run_own_passes"]
+__all__ = ["OWN_PASS_METHODS", "run_own_passes", "check_composite"]
 
 OWN_PASS_METHODS = (*VARIANTS, "integrated_gradients", "smoothgrad")
 
 
+def check_composite(composite: str) -> None:
+    """ValueError naming the accepted LRP composites."""
+    if composite not in COMPOSITES:
+        raise ValueError(f"unknown lrp_composite {composite!r}; accepted: {', '.join(COMPOSITES)}")
+
+
 def run_own_passes(explainer: Explainer, x: torch.Tensor, target: torch.Tensor,
                    heads: Sequence[str], methods: Sequence[str],
-                   blocks: Mapping[str, Sequence[int]], upsample: bool
-                   ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                   blocks: Mapping[str, Sequence[int]], upsample: bool,
+                   lrp_composite: str = "epsilon") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
                               dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Raw maps, maps, branch flows (``lrp`` on a Conformer) and metadata of those methods."""
     height, width = x.shape[-2:]
@@ -38,7 +45,8 @@ def run_own_passes(explainer: Explainer, x: torch.Tensor, target: torch.Tensor,
     with explainer._model_state(explicit_attention=False):
         for variant in (m for m in methods if m in VARIANTS):
             res = run_lrp(explainer.adapter, x, target, heads, variant, blocks,
-                          explainer._grid_fn(height, width))
+                          explainer._grid_fn(height, width), composite=lrp_composite)
+            meta["lrp_composite"] = lrp_composite
             for key, value in res.raw.items():
                 (pixel if key.count("/") == 1 else taps)[key] = value
             meta[f"{variant}_conservation"] = res.conservation

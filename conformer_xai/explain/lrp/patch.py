@@ -25,12 +25,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .rules import epsilon_rule, gate_rule, layer_norm_rule, uniform_rule
+from .rules import epsilon_rule, gamma_rule, gate_rule, layer_norm_rule, uniform_rule
 
-__all__ = ["lrp_rules", "VARIANTS", "check_supported"]
+__all__ = ["lrp_rules", "VARIANTS", "COMPOSITES", "check_supported", "first_layer",
+           "conv_bn_pairs"]
 
 #: The two LRP variants: conservative propagation and AttnLRP.
 VARIANTS = ("lrp", "attnlrp")
+#: Rule composites, in zennit's terms: "epsilon" everywhere (the default), or "epsilon_gamma_box":
+#: gamma (0.25) on conv layers whose input is non-negative (a batch norm right after a conv is
+#: folded into it first, as zennit's canonizers do), epsilon on the other conv and linear
+#: layers, the bounded z^B rule at the input layer (computed by :func:`.rules.box_rule`).
+COMPOSITES = ("epsilon", "epsilon_gamma_box")
+GAMMA = 0.25
 
 #: Leaf modules whose plain gradient is already their LRP rule (linear maps, ReLU, pooling).
 _PASS = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d,
@@ -73,6 +80,23 @@ def check_supported(model: nn.Module) -> None:
                              f"LayerNorm, GELU, BatchNorm2d, ReLU, pooling, dropout, identity")
 
 
+def first_layer(model: nn.Module) -> nn.Conv2d:
+    """The input layer: the model's first ``Conv2d`` (stem conv, patch embedding)."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def conv_bn_pairs(model: nn.Module) -> dict[int, nn.BatchNorm2d]:
+    """``id(conv) -> bn`` for each batch norm that directly follows a conv in module order and
+    normalises its output channels (zennit's sequential batch-norm merge)."""
+    modules = list(model.modules())
+    pairs = {}
+    for a, b in zip(modules, modules[1:]):
+        if (isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)
+                and b.num_features == a.out_channels and b.track_running_stats):
+            pairs[id(a)] = b
+    return pairs
+
+
 def _attention_forward(variant: str):
     def forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         b, n, _ = x.shape
@@ -91,22 +115,46 @@ def _attention_forward(variant: str):
 
 
 @contextlib.contextmanager
-def lrp_rules(model: nn.Module, variant: str = "lrp", epsilon: float = 1e-6) -> Iterator[None]:
+def lrp_rules(model: nn.Module, variant: str = "lrp", epsilon: float = 1e-6,
+              composite: str = "epsilon") -> Iterator[None]:
     """Install the LRP rules of ``variant`` on every module of ``model``; restore on exit.
 
     Args:
         model: A model whose leaves :func:`check_supported` accepts.
         variant: "lrp" (conservative propagation) or "attnlrp".
         epsilon: Stabiliser of the epsilon rule (0 = LRP-0).
+        composite: "epsilon" or "epsilon_gamma_box" (:data:`COMPOSITES`); with the latter the
+            input layer keeps the epsilon rule here (the caller applies the bounded rule to the
+            relevance at its output).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown LRP variant {variant!r}; accepted: {', '.join(VARIANTS)}")
+    if composite not in COMPOSITES:
+        raise ValueError(f"unknown LRP composite {composite!r}; accepted: {', '.join(COMPOSITES)}")
     check_supported(model)
     handles: list[Any] = []
     patched: list[nn.Module] = []
 
+    gamma_on = composite == "epsilon_gamma_box"
+    stem = first_layer(model) if gamma_on else None
+    pairs = conv_bn_pairs(model) if gamma_on else {}
+    pending: dict[int, tuple[nn.Module, torch.Tensor]] = {}  # id(bn) -> (conv, its input)
+
     def linear_hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        if (gamma_on and isinstance(module, nn.Conv2d) and module is not stem
+                and bool(args[0].min() >= 0)):
+            bn = pairs.get(id(module))
+            if bn is not None:  # the rule applies to the folded conv + batch norm
+                pending[id(bn)] = (module, args[0])
+                return output
+            return gamma_rule(module, args[0], output, GAMMA, epsilon)
         return epsilon_rule(output, epsilon)
+
+    def bn_hook(module: nn.BatchNorm2d, args: Any, output: torch.Tensor) -> torch.Tensor:
+        conv_x = pending.pop(id(module), None)
+        if conv_x is None:
+            return output
+        return gamma_rule(conv_x[0], conv_x[1], output, GAMMA, epsilon, bn=module)
 
     def gelu_hook(module: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
         return gate_rule(args[0], output)
@@ -122,6 +170,8 @@ def lrp_rules(model: nn.Module, variant: str = "lrp", epsilon: float = 1e-6) -> 
                 patched.append(m)
             elif isinstance(m, (nn.Linear, nn.Conv2d)):
                 handles.append(m.register_forward_hook(linear_hook))
+            elif gamma_on and isinstance(m, nn.BatchNorm2d):
+                handles.append(m.register_forward_hook(bn_hook))
             elif isinstance(m, nn.GELU):
                 handles.append(m.register_forward_hook(gelu_hook))
             elif isinstance(m, nn.LayerNorm):

@@ -12,7 +12,8 @@ from torch import nn
 
 from ..taps import ModelAdapter, Tap
 from .flows import FlowProbes
-from .patch import lrp_rules
+from .patch import conv_bn_pairs, first_layer, lrp_rules
+from .rules import box_rule
 
 __all__ = ["LRPResult", "run_lrp", "DEFAULT_EPSILON"]
 
@@ -74,6 +75,31 @@ def _tap_probes(taps: Sequence[Tap], store: dict[str, torch.Tensor]) -> Iterator
             h.remove()
 
 
+@contextlib.contextmanager
+def _output_probe(module: nn.Module, store: dict[str, torch.Tensor], name: str) -> Iterator[None]:
+    def hook(m: nn.Module, args: Any, output: torch.Tensor) -> torch.Tensor:
+        p = output.view_as(output)
+        store[name] = p
+        return p
+
+    handle = module.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _bounds(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel bounds of the normalised input: images of 0 and 1, else the batch's range."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean"), cfg.get("std")
+    if mean is not None and std is not None and len(mean) == x.shape[1] == len(std):
+        m = torch.tensor(mean, dtype=x.dtype, device=x.device)[None, :, None, None]
+        s = torch.tensor(std, dtype=x.dtype, device=x.device)[None, :, None, None]
+        return (0 - m) / s, (1 - m) / s
+    return x.amin(dim=(0, 2, 3), keepdim=True), x.amax(dim=(0, 2, 3), keepdim=True)
+
+
 def run_lrp(
     adapter: ModelAdapter,
     x: torch.Tensor,
@@ -83,6 +109,7 @@ def run_lrp(
     blocks: Mapping[str, Sequence[int]],
     grid: Callable[[Tap, torch.Tensor], torch.Tensor],
     epsilon: float = DEFAULT_EPSILON,
+    composite: str = "epsilon",
 ) -> LRPResult:
     """Relevance of ``variant`` ("lrp" or "attnlrp") for every head, in a pass of its own.
 
@@ -97,25 +124,39 @@ def run_lrp(
         blocks: ``branch -> blocks`` whose taps get a relevance map.
         grid: ``(tap, value) -> (B, D, h, w)`` (tokens to the token grid; maps unchanged).
         epsilon: Stabiliser of the epsilon rule.
+        composite: "epsilon" (default) or "epsilon_gamma_box" (:data:`.patch.COMPOSITES`); the
+            latter's input-layer bounds are the normalised images of 0 and 1 under the model's
+            ``pretrained_cfg`` mean and std, else each channel's minimum and maximum in ``x``.
     """
     taps = [adapter.tap(b, k) for b, ks in blocks.items() for k in ks]
     tap_store: dict[str, torch.Tensor] = {}
     flows = FlowProbes(adapter.model) if adapter.family == "conformer" else None
     result = LRPResult()
-    with lrp_rules(adapter.model, variant, epsilon), _tap_probes(taps, tap_store), \
-            (flows.installed() if flows else contextlib.nullcontext()):
+    box = composite == "epsilon_gamma_box"
+    stem = first_layer(adapter.model) if box else None
+    stem_bn = conv_bn_pairs(adapter.model).get(id(stem)) if box else None
+    with lrp_rules(adapter.model, variant, epsilon, composite), _tap_probes(taps, tap_store), \
+            (flows.installed() if flows else contextlib.nullcontext()), \
+            (_output_probe(stem_bn or stem, tap_store, "stem_output") if box
+             else contextlib.nullcontext()):
         x_in = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = adapter.forward(x_in)
-        tap_names = list(tap_store)
+        tap_names = [n for n in tap_store if n != "stem_output"]
         flow_names = flows.names() if flows else []
         inputs = [x_in] + [tap_store[n] for n in tap_names]
         inputs += [flows.tensors[n] for n in flow_names] if flows else []
+        inputs += [tap_store["stem_output"]] if box else []
         for n, h in enumerate(heads):
             score = logits[h].float().gather(1, target[:, None])
             grads = torch.autograd.grad(score.sum(), inputs, retain_graph=n < len(heads) - 1,
                                         allow_unused=True)
-            pixel = (x_in.detach() * grads[0]).float()
+            if box:
+                z, g = tap_store["stem_output"].detach(), grads[-1]
+                low, high = _bounds(adapter.model, x)
+                pixel = box_rule(stem, x.detach(), z * g, low, high, bn=stem_bn).float()
+            else:
+                pixel = (x_in.detach() * grads[0]).float()
             result.raw[f"{variant}/{h}"] = pixel.sum(dim=1)
             for name, g in zip(tap_names, grads[1:1 + len(tap_names)]):
                 branch, k = name.split("/")
