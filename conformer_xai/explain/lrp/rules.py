@@ -38,14 +38,30 @@ def with_gradient(value: torch.Tensor, linear: torch.Tensor) -> torch.Tensor:
     return value.detach() + (linear - linear.detach())
 
 
+class _EpsilonGrad(torch.autograd.Function):
+    """Identity in the forward pass; the backward scales by ``z / (z + eps sign z)``.
+
+    The scale is computed in the backward pass only, so the forward pass costs nothing.
+    """
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, eps: float) -> torch.Tensor:
+        ctx.save_for_backward(z)
+        ctx.eps = eps
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (z,) = ctx.saved_tensors
+        stab = z + ctx.eps * torch.where(z >= 0, 1.0, -1.0).to(z.dtype)
+        return grad * (z / stab), None
+
+
 def epsilon_rule(z: torch.Tensor, eps: float) -> torch.Tensor:
     """Epsilon rule at a linear/conv output ``z``: scale its gradient by ``z / (z + eps sign z)``."""
-    if eps == 0:
+    if eps == 0 or not z.requires_grad:
         return z
-    zd = z.detach()
-    sign = torch.where(zd >= 0, torch.ones_like(zd), -torch.ones_like(zd))
-    scale = zd / (zd + eps * sign)
-    return with_gradient(z, z * scale)
+    return _EpsilonGrad.apply(z, eps)
 
 
 def gate_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
