@@ -134,8 +134,8 @@ class MapStore:
         group = zarr.open_group(str(path), mode="w")
         c = max(1, min(chunk, n))
         for key, (h, w) in grids.items():
-            group.create(array_name("maps", key), shape=(n, h, w), chunks=(c, h, w), dtype=map_dtype,
-                         fill_value=0)
+            group.create(array_name("maps", key), shape=(n, h, w), chunks=(c, h, w),
+                         dtype=map_dtype, fill_value=0)
             group.create(array_name("range", key), shape=(n, 2), chunks=(c, 2), dtype="float32",
                          fill_value=0)
         group.create("target", shape=(n,), chunks=(c,), dtype="int64", fill_value=-1)

@@ -31,12 +31,10 @@ def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     k = (k / k.sum()).to(x.dtype)
     c = x.shape[1]
     pad_h, pad_w = min(radius, x.shape[2] - 1), min(radius, x.shape[3] - 1)
-    out = F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect")
-    out = F.conv2d(out, k[radius - pad_w: radius + pad_w + 1].view(1, 1, 1, -1).expand(c, 1, 1, -1),
-                   groups=c)
-    out = F.pad(out, (0, 0, pad_h, pad_h), mode="reflect")
-    return F.conv2d(out, k[radius - pad_h: radius + pad_h + 1].view(1, 1, -1, 1).expand(c, 1, -1, 1),
-                    groups=c)
+    k_w = k[radius - pad_w: radius + pad_w + 1].view(1, 1, 1, -1).expand(c, 1, 1, -1)
+    k_h = k[radius - pad_h: radius + pad_h + 1].view(1, 1, -1, 1).expand(c, 1, -1, 1)
+    out = F.conv2d(F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect"), k_w, groups=c)
+    return F.conv2d(F.pad(out, (0, 0, pad_h, pad_h), mode="reflect"), k_h, groups=c)
 
 
 def nothing_baseline(x: torch.Tensor) -> torch.Tensor:

@@ -31,11 +31,14 @@ def check_composite(composite: str) -> None:
         raise ValueError(f"unknown lrp_composite {composite!r}; accepted: {', '.join(COMPOSITES)}")
 
 
+Maps = dict[str, torch.Tensor]
+Flows = dict[str, list[dict[str, Any]]]
+
+
 def run_own_passes(explainer: Explainer, x: torch.Tensor, target: torch.Tensor,
                    heads: Sequence[str], methods: Sequence[str],
                    blocks: Mapping[str, Sequence[int]], upsample: bool,
-                   lrp_composite: str = "epsilon") -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
-                              dict[str, list[dict[str, Any]]], dict[str, Any]]:
+                   lrp_composite: str = "epsilon") -> tuple[Maps, Maps, Flows, dict[str, Any]]:
     """Raw maps, maps, branch flows (``lrp`` on a Conformer) and metadata of those methods."""
     height, width = x.shape[-2:]
     pixel: dict[str, torch.Tensor] = {}

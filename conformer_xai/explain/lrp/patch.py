@@ -4,15 +4,15 @@ Inside :func:`lrp_rules` the model computes exactly its usual logits, but its ba
 the modified one of :mod:`.rules`, so ``input * autograd.grad(score, input)`` is LRP relevance.
 Which rule applies to which module:
 
-| module                                | ``lrp`` (CP-LRP)            | ``attnlrp`` (AttnLRP)          |
-|---------------------------------------|-----------------------------|--------------------------------|
-| ``Linear``, ``Conv2d``                | epsilon                     | epsilon                        |
-| ``BatchNorm2d``                       | passed (affine, LRP-0)      | passed (affine, LRP-0)         |
-| ``LayerNorm``                         | ``1/sigma`` constant        | ``1/sigma`` constant           |
-| ``GELU``                              | gate constant               | gate constant                  |
-| ``ReLU``, max/avg pooling, upsampling | gradient (passes)           | gradient (passes)              |
-| attention ``softmax(q k^T) v``        | weights constant            | softmax rule, uniform matmuls  |
-| residual additions, concatenation     | split by contribution       | split by contribution          |
+| module                                | ``lrp`` (CP-LRP)        | ``attnlrp`` (AttnLRP)         |
+|---------------------------------------|-------------------------|-------------------------------|
+| ``Linear``, ``Conv2d``                | epsilon                 | epsilon                       |
+| ``BatchNorm2d``                       | passed (affine, LRP-0)  | passed (affine, LRP-0)        |
+| ``LayerNorm``                         | ``1/sigma`` constant    | ``1/sigma`` constant          |
+| ``GELU``                              | gate constant           | gate constant                 |
+| ``ReLU``, max/avg pooling, upsampling | gradient (passes)       | gradient (passes)             |
+| attention ``softmax(q k^T) v``        | weights constant        | softmax rule, uniform matmuls |
+| residual additions, concatenation     | split by contribution   | split by contribution         |
 """
 
 from __future__ import annotations

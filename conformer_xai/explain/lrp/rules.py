@@ -58,14 +58,16 @@ class _EpsilonGrad(torch.autograd.Function):
 
 
 def epsilon_rule(z: torch.Tensor, eps: float) -> torch.Tensor:
-    """Epsilon rule at a linear/conv output ``z``: scale its gradient by ``z / (z + eps sign z)``."""
+    """Epsilon rule at a linear/conv output ``z``: its gradient scaled by ``z / (z + eps sign z)``.
+    """
     if eps == 0 or not z.requires_grad:
         return z
     return _EpsilonGrad.apply(z, eps)
 
 
 def gate_rule(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Element-wise gate ``y = x * g(x)`` with ``g`` held constant (identity rule: ``R_x = R_y``)."""
+    """Element-wise gate ``y = x * g(x)`` with ``g`` held constant (identity rule, ``R_x = R_y``).
+    """
     xd, yd = x.detach(), y.detach()
     safe = torch.where(xd == 0, torch.ones_like(xd), xd)
     gate = torch.where(xd == 0, torch.full_like(xd, 0.5), yd / safe)
