@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -e '.[dev,audio]'
 	# Quantus (metric cross-checks in the tests) without its opencv-python requirement
 	$(BIN)/python -m pip install --no-deps 'quantus>=0.6'
+	# lxt (AttnLRP rules, cross-check of lrp on ViT) without transformers, accelerate,
+	# bitsandbytes and open_clip, which it requires but its rule modules do not import
+	$(BIN)/python -m pip install --no-deps 'lxt==2.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -15,10 +15,17 @@ shared machine hit every case alike (the median of the repeats is reported):
   to get 24 separate maps from pytorch-grad-cam.
 * ``captum_lgc``: captum's ``LayerGradCam`` on one tap (the last block of the first branch: CNN
   block 12 on a Conformer), upsampled to the input.
+* ``lrp``: :meth:`Explainer.explain` with ``methods=("lrp",)`` (the fused head): the main pass
+  (a forward without gradients, for the logits) and the LRP pass (a forward with the rules
+  swapped in and one modified backward), with relevance at the input, at all taps and, on a
+  Conformer, the branch-flow table. Always fp32 (the LRP pass does not autocast).
+* ``lrp_pass``: the LRP pass alone (``conformer_xai.explain.lrp.run_lrp``, same outputs), i.e.
+  ``lrp`` without the main pass's forward.
 
 Derived: ``pgc_set`` = pgc_cnn + pgc_transformer + rollout_pass (issue 3's comparison), and the
-ratios ours_full / fwd_bwd (goal <= 1.15), pgc_set / ours_full (goal >= 2.5) and the peak
-memory of ours_full / fwd_bwd (issue 7's goal <= 1.3).
+ratios ours_full / fwd_bwd (goal <= 1.15), pgc_set / ours_full (goal >= 2.5), the peak
+memory of ours_full / fwd_bwd (issue 7's goal <= 1.3) and lrp_pass / fwd_bwd (issue 16's goal
+<= 1.5 per head; lrp / fwd_bwd is reported beside it).
 
 Run ``python -m benchmarks --help`` for the options.
 """
@@ -45,9 +52,10 @@ __all__ = ["BenchConfig", "run_benchmark", "format_table", "main", "FULL_SET"]
 
 #: The full set of issue 3 (one head).
 FULL_SET = ("features", "gradcam", "rollout", "grad_rollout")
-GOALS = {"ours_over_fwd_bwd": 1.15, "pgc_set_over_ours": 2.5, "memory_ours_over_fwd_bwd": 1.3}
+GOALS = {"ours_over_fwd_bwd": 1.15, "pgc_set_over_ours": 2.5, "memory_ours_over_fwd_bwd": 1.3,
+         "lrp_pass_over_fwd_bwd": 1.5}
 CASE_ORDER = ("forward", "fwd_bwd", "ours_full", "rollout_pass", "pgc_cnn", "pgc_transformer",
-              "pgc_per_tap", "captum_lgc")
+              "pgc_per_tap", "captum_lgc", "lrp", "lrp_pass")
 DEFAULT_CASES = tuple(c for c in CASE_ORDER if c != "pgc_per_tap")
 DEFAULT_BATCHES = {"cpu": (1, 8), "cuda": (1, 64)}
 QUICK_BATCHES = {"cpu": (1,), "cuda": (1, 8)}
@@ -163,11 +171,22 @@ def build_cases(model: nn.Module, x: torch.Tensor, cfg: BenchConfig
             attr = LayerGradCam(explainer.head_fn(head), layer).attribute(x, target=targets)
         return LayerAttribution.interpolate(attr.float(), size, "bilinear")
 
+    def lrp() -> Any:
+        return explainer.explain(x, head=head, methods=("lrp",))
+
+    def lrp_pass() -> Any:
+        from conformer_xai.explain.lrp import run_lrp
+
+        blocks = {b: list(range(1, explainer.num_blocks(b) + 1)) for b in explainer.branches}
+        with explainer._model_state(explicit_attention=False):
+            return run_lrp(adapter, x, targets, [head], "lrp", blocks, explainer._grid_fn(*size))
+
     available: dict[str, Callable[[], Any]] = {
         "forward": forward, "fwd_bwd": fwd_bwd, "ours_full": ours_full,
         "rollout_pass": rollout_pass, "pgc_cnn": pgc("cnn") if "cnn" in branch_setup else None,
         "pgc_transformer": pgc("transformer") if "transformer" in branch_setup else None,
-        "pgc_per_tap": pgc_per_tap, "captum_lgc": captum_lgc}
+        "pgc_per_tap": pgc_per_tap, "captum_lgc": captum_lgc, "lrp": lrp,
+        "lrp_pass": lrp_pass}
     missing = {lib: reason for lib in ("pytorch_grad_cam", "captum")
                if (reason := _missing(lib)) is not None}
     cases: dict[str, Callable[[], Any]] = {}
@@ -185,8 +204,8 @@ def build_cases(model: nn.Module, x: torch.Tensor, cfg: BenchConfig
             cases[name] = available[name]
     precision = "bf16 autocast" if amp_dtype is not None else "fp32"
     precisions = {name: precision for name in cases}
-    for name in ("pgc_cnn", "pgc_transformer", "pgc_per_tap"):
-        if name in precisions:  # its numpy post-processing has no bfloat16
+    for name in ("pgc_cnn", "pgc_transformer", "pgc_per_tap", "lrp", "lrp_pass"):
+        if name in precisions:  # numpy post-processing (pgc) / the LRP pass: no bfloat16
             precisions[name] = "fp32"
     return cases, precisions, skipped
 
@@ -306,6 +325,10 @@ def _batch_result(batch: int, cases: dict, timings: dict[str, Timing], memory: d
     if {"pgc_per_tap", "rollout_pass", "ours_full"} <= med.keys():
         ratios["pgc_per_tap_over_ours"] = (med["pgc_per_tap"] + med["rollout_pass"]
                                            ) / med["ours_full"]
+    if {"lrp", "fwd_bwd"} <= med.keys():
+        ratios["lrp_over_fwd_bwd"] = med["lrp"] / med["fwd_bwd"]
+    if {"lrp_pass", "fwd_bwd"} <= med.keys():
+        ratios["lrp_pass_over_fwd_bwd"] = med["lrp_pass"] / med["fwd_bwd"]
     if {"captum_lgc", "ours_full"} <= med.keys():
         ratios["captum_one_tap_over_ours"] = med["captum_lgc"] / med["ours_full"]
     mem = {n: c.get("peak_mib") for n, c in out["cases"].items()}
@@ -345,6 +368,8 @@ _LABELS = {
     "pgc_transformer": "pytorch-grad-cam GradCAM, 12 transformer taps (1 call)",
     "pgc_per_tap": "pytorch-grad-cam GradCAM, 24 calls (1 per tap)",
     "captum_lgc": "captum LayerGradCam, 1 tap (last block)",
+    "lrp": "conformer-xai lrp (1 head; main pass + LRP pass)",
+    "lrp_pass": "LRP pass alone (1 head)",
 }
 
 
@@ -388,7 +413,7 @@ def format_table(result: dict[str, Any]) -> str:
             lines.append(f"- {key} = {g['value']:.2f} (goal {cmp} {g['goal']}: "
                          f"{'met' if g['met'] else 'MISSED'})")
         for key in ("ours_over_forward", "fwd_bwd_over_forward", "pgc_per_tap_over_ours",
-                    "captum_one_tap_over_ours"):
+                    "captum_one_tap_over_ours", "lrp_over_fwd_bwd"):
             if key in run["ratios"]:
                 lines.append(f"- {key} = {run['ratios'][key]:.2f}")
     return "\n".join(lines)

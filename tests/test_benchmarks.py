@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--model", "conformer_micro_patch16", "--input-size", "64", "--threads", "1",
          "--warmup", "0", "--repeats", "1"]
 ALL_CASES = {"forward", "fwd_bwd", "ours_full", "rollout_pass", "pgc_cnn", "pgc_transformer",
-             "pgc_per_tap", "captum_lgc"}
+             "pgc_per_tap", "captum_lgc", "lrp", "lrp_pass"}
 
 
 def bench(out: Path, *args: str) -> subprocess.CompletedProcess:
@@ -66,7 +66,11 @@ def test_quick_run_prints_the_table_and_writes_the_json(tmp_path):
                     "captum_one_tap_over_ours", "ours_over_forward"):
             assert ratios[key] > 0
         assert set(run["goals"]) == {"ours_over_fwd_bwd", "pgc_set_over_ours",
-                                     "memory_ours_over_fwd_bwd"}
+                                     "memory_ours_over_fwd_bwd", "lrp_pass_over_fwd_bwd"}
+        assert ratios["lrp_over_fwd_bwd"] == cases["lrp"]["median_s"] / cases["fwd_bwd"][
+            "median_s"]
+        assert ratios["lrp_pass_over_fwd_bwd"] == cases["lrp_pass"]["median_s"] / cases[
+            "fwd_bwd"]["median_s"]
         for goal in run["goals"].values():
             assert isinstance(goal["met"], bool) and goal["value"] > 0
 

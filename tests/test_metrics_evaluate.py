@@ -46,6 +46,11 @@ def test_rows_cover_every_map_with_the_schema(micro_result):
         assert (row["insertion_auc"] is not None) == last
         # n=4 draws labels 0..3: no part-and-body scene
         assert row["part_share"] is None
+        for name, interval in row["ci95"].items():
+            if row[name] is None:
+                assert interval is None
+            elif interval is not None:
+                assert interval[0] - 1e-9 <= row[name] <= interval[1] + 1e-9
     json.loads(json.dumps(micro_result))
 
 
@@ -88,3 +93,19 @@ def test_bad_arguments_are_value_errors():
         evaluate(wrong, n=2, faithfulness="some")
     with pytest.raises(ValueError, match="n must be a positive int"):
         evaluate(wrong, n=0)
+
+
+def test_new_methods_are_scored_with_the_rest():
+    result = evaluate("conformer_micro_patch16", weights="embedded", n=2,
+                      methods=["lrp", "transcam", "integrated_gradients", "smoothgrad"],
+                      blocks=[12], heads=["fused"], steps=2, batch_size=2, size=64)
+    rows = {(r["method"], r["head"], r["branch"], r["block"]): r for r in result["rows"]}
+    for key in [("lrp", "fused", None, None), ("transcam", None, "cnn", None),
+                ("integrated_gradients", "fused", None, None), ("smoothgrad", "fused", None, None),
+                ("lrp", "fused", "cnn", 12), ("lrp", "fused", "transformer", 12)]:
+        row = rows[key]
+        check_ranges(row)
+        assert row["pointing_game"] is not None and row["randomisation_spearman"] is not None
+    for key in [("lrp", "fused", None, None), ("transcam", None, "cnn", None),
+                ("integrated_gradients", "fused", None, None)]:
+        assert rows[key]["deletion_auc"] is not None and rows[key]["insertion_auc"] is not None

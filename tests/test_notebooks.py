@@ -28,6 +28,7 @@ EXPECTED = (
     "04_branch_comparison",
     "05_your_own_checkpoint",
     "06_spectrogram_conformer",
+    "07_branch_flow",
 )
 NOTEBOOKS = [NOTEBOOK_DIR / f"{name}.ipynb" for name in EXPECTED]
 KERNEL_NAME = "conformer-xai-tests"
@@ -39,7 +40,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Figures each notebook draws at least (in its quick run).
 MIN_FIGURES = {"01_feature_maps": 2, "02_gradcam_branches": 11, "03_attention_rollout": 8,
                "04_branch_comparison": 5, "05_your_own_checkpoint": 6,
-               "06_spectrogram_conformer": 1}
+               "06_spectrogram_conformer": 1, "07_branch_flow": 6}
 
 
 def _ids(path: Path) -> str:

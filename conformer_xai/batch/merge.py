@@ -18,6 +18,7 @@ from .store import (
     PROGRESS,
     STORE_ENTRIES,
     MapStore,
+    array_name,
     is_shard_entry,
     store_state,
 )
@@ -104,8 +105,8 @@ def _merge(root: Path, remove_shards: bool) -> dict[str, Any]:
     if ranks != list(range(world)):
         missing = sorted(set(range(world)) - set(ranks))
         raise ValueError(f"{root}: shards of ranks {missing} are missing (world size {world})")
-    names = ([f"maps/{k}" for k in shards[0].map_keys]
-             + [f"range/{k}" for k in shards[0].map_keys] + ["target"]
+    names = ([array_name("maps", k) for k in shards[0].map_keys]
+             + [array_name("range", k) for k in shards[0].map_keys] + ["target"]
              + [f"{a}/{h}" for h in shards[0].logit_heads for a in ("pred", "prob", "target_prob")])
     if all("file" in s.group for s in shards):
         names += ["file/stat", "file/sha256"]
@@ -139,7 +140,8 @@ def _merge(root: Path, remove_shards: bool) -> dict[str, Any]:
         for local, path in enumerate(s.paths):
             paths[int(idx[local])] = path
         failed.update({int(idx[p]): msg for p, msg in s.progress()["failed"].items()})
-    grids = {k: tuple(shards[0].group[f"maps/{k}"].shape[1:]) for k in shards[0].map_keys}
+    grids = {k: tuple(shards[0].group[array_name("maps", k)].shape[1:])
+             for k in shards[0].map_keys}
     config = {k: v for k, v in first.items()
               if k not in ("format", "n", "chunk", "map_keys", "logit_heads")}
     config.update(world_size=1, rank=0, merged_from=world)

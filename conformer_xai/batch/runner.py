@@ -21,7 +21,7 @@ from .images import ImageFiles, file_stat, file_state, list_images
 from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
 from .merge import merge_shards, shard_dirs
 from .stops import stop_point
-from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, store_state
+from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, array_name, store_state
 
 __all__ = ["run_dataset", "distributed_env", "weights_fingerprint", "MAP_DTYPES"]
 
@@ -559,7 +559,7 @@ def _write(ms: MapStore, start: int, stop: int, maps: np.ndarray, stats: np.ndar
     bad = np.array([start + i in failed for i in range(n)])
     out_maps, ranges, offset = {}, {}, 0
     for j, key in enumerate(ms.map_keys):
-        h, w = ms.group[f"maps/{key}"].shape[1:]
+        h, w = ms.group[array_name("maps", key)].shape[1:]
         m = maps[:, offset:offset + h * w].reshape(n, h, w).copy()
         offset += h * w
         rng = stats[:, 2 * j:2 * j + 2].copy()

@@ -7,6 +7,10 @@ Layout of a store directory (one per process; ``<store>/shard-<rank>`` under ``t
                                 (float16 by default), chunked (batch, h, w)
     range/<map key>             (N, 2) float32: each image's raw minimum and maximum, so that
                                 raw = min + map * (max - min)
+    (input-resolution keys <method>/<head> of lrp, attnlrp, integrated_gradients and smoothgrad
+    live at maps/<method>/<head>/input and range/<method>/<head>/input, beside their per-tap
+    keys; :func:`array_name` gives the array of a key. Signed maps are stored signed: min-max
+    normalised over their raw range.)
     target                      (N,) int64: the class explained
     pred/<head>, prob/<head>    (N,) top-1 class and its probability per classifier head
     target_prob/<head>          (N,) probability of the explained class per head
@@ -71,6 +75,18 @@ def _read_umask() -> int:
 
 #: The process umask at import (read once: os.umask can only be read by setting it).
 UMASK = _read_umask()
+
+
+def array_name(kind: str, key: str) -> str:
+    """The zarr array of a map key: ``<kind>/<key>``, with ``/input`` appended to the input-
+    resolution keys ``<method>/<head>`` of LRP, AttnLRP, IG and SmoothGrad, whose per-tap keys
+    ``<method>/<head>/<branch>/<k>`` would otherwise nest arrays inside an array."""
+    from ..explain.result import INPUT_METHODS
+
+    parts = key.split("/")
+    if len(parts) == 2 and parts[0] in INPUT_METHODS:
+        return f"{kind}/{key}/input"
+    return f"{kind}/{key}"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -225,9 +241,9 @@ class MapStore:
         group = zarr.open_group(str(path), mode="a")
         c = max(1, min(chunk, n))
         for key, (h, w) in grids.items():
-            group.create(f"maps/{key}", shape=(n, h, w), chunks=(c, h, w), dtype=map_dtype,
-                         fill_value=0)
-            group.create(f"range/{key}", shape=(n, 2), chunks=(c, 2), dtype="float32",
+            group.create(array_name("maps", key), shape=(n, h, w), chunks=(c, h, w),
+                         dtype=map_dtype, fill_value=0)
+            group.create(array_name("range", key), shape=(n, 2), chunks=(c, 2), dtype="float32",
                          fill_value=0)
         group.create("target", shape=(n,), chunks=(c,), dtype="int64", fill_value=-1)
         for head in logit_heads:
@@ -344,8 +360,8 @@ class MapStore:
             g[name][start:stop] = value
 
         for key in self.map_keys:
-            put(f"maps/{key}", maps[key])
-            put(f"range/{key}", ranges[key])
+            put(array_name("maps", key), maps[key])
+            put(array_name("range", key), ranges[key])
         put("target", target)
         for head in self.logit_heads:
             pred, prob, tprob = preds[head]

@@ -24,7 +24,8 @@ import click
 PROG = "conformer-xai"
 
 METHODS = ("features", "attention", "gradcam", "gradcam++", "layercam", "hirescam", "eigencam",
-           "rollout", "grad_rollout")
+           "rollout", "grad_rollout", "transcam", "lrp", "attnlrp", "integrated_gradients",
+           "smoothgrad")
 HEADS = ("fused", "cnn", "transformer")
 OUR_MODELS = ("conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
               "conformer_base_patch16", "resnet_micro", "deit_micro_patch16",

@@ -491,6 +491,7 @@ class BatchRun:
             "size_mismatch": exp.meta.get("size_mismatch"),
             **({"audio": exp.meta["audio"], "fold": exp.meta["fold"]}
                if "audio" in exp.meta else {}),
+            **relevance_summary(exp),
             "files": {"figure": str(job.figure), "summary": str(job.summary),
                       "arrays": None if job.arrays is None else str(job.arrays)},
         }
@@ -519,9 +520,30 @@ def _same_shape_groups(loaded: list[tuple[ImageJob, Any, Any]]
     return list(groups.values())
 
 
+def relevance_summary(exp: Any) -> dict[str, Any]:
+    """The JSON fields of the LRP variants (one image): conservation, branch shares, flows."""
+    out: dict[str, Any] = {}
+    for variant in ("lrp", "attnlrp"):
+        cons = exp.meta.get(f"{variant}_conservation")
+        if cons:
+            out[variant] = {h: {k: v[0] for k, v in c.items()} for h, c in cons.items()}
+    if exp.flows:
+        out["branch_share"] = {h: v[0] for h, v in exp.meta.get("branch_share", {}).items()}
+        out["flows"] = {h: [{k: v if k == "block" else v[0] for k, v in row.items()}
+                            for row in rows] for h, rows in exp.flows.items()}
+    return out
+
+
 def _human_line(job: ImageJob, exp: Any) -> str:
     tops = []
     for head in exp.logits:
         index, prob = exp.top_classes(head, k=1)[0][0]
         tops.append(f"{head}: {exp.class_name(index)} {prob:.2f}")
-    return f"{job.path} -> {job.figure}  ({'; '.join(tops)})"
+    line = f"{job.path} -> {job.figure}  ({'; '.join(tops)})"
+    shares = exp.meta.get("branch_share") if exp.flows else None
+    if shares:
+        parts = [f"{h} head {s[0]['cnn']:.0%} CNN / {s[0]['transformer']:.0%} patch embedding"
+                 for h, s in shares.items()]
+        line += "\n  LRP relevance reaching the stem through each branch's input path: " + \
+            "; ".join(parts)
+    return line

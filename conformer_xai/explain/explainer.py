@@ -18,6 +18,8 @@ from .attention_capture import attention_from_qkv, attention_grad, supports_reco
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
 from .methods.features import check_reduce, reduce_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
+from .methods.transcam import transcam
+from .own_pass import check_composite, run_own_passes
 from .result import Explanation, normalise_per_image
 from .taps import ModelAdapter, Tap, adapter_for
 
@@ -88,7 +90,8 @@ class Explainer:
     def applicable_methods(self) -> tuple[str, ...]:
         """Methods this model supports."""
         has_trans = "transformer" in self.branches
-        return tuple(m for m, s in METHODS.items() if has_trans or not s.transformer_only)
+        return tuple(m for m, s in METHODS.items() if (has_trans or not s.transformer_only)
+                     and (not s.families or self.family in s.families))
 
     # ------------------------------------------------------------------ the engine
     def explain(
@@ -105,6 +108,7 @@ class Explainer:
         image: torch.Tensor | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
         upsample: bool = True,
+        lrp_composite: str = "epsilon",
     ) -> Explanation:
         """Compute every requested map for a batch in one forward pass.
 
@@ -120,8 +124,11 @@ class Explainer:
             head: Classifier head(s) for the gradient methods: "fused", "cnn", "transformer", or a
                 sequence of them (they share the forward pass). Default: "fused", or the only head.
             methods: Subset of ``features, attention, gradcam, gradcam++, layercam, hirescam,
-                eigencam, rollout, grad_rollout``. Default: features, attention, gradcam, rollout,
-                grad_rollout (those that apply to the model).
+                eigencam, rollout, grad_rollout, transcam, lrp, attnlrp, integrated_gradients,
+                smoothgrad``. Default: features, attention, gradcam, rollout, grad_rollout (those
+                that apply to the model). ``lrp`` and ``attnlrp`` run one modified backward per
+                head in a pass of their own; ``integrated_gradients`` and ``smoothgrad`` run
+                about 50 passes each (:mod:`conformer_xai.explain.own_pass`).
             blocks: 1-based blocks for the per-block methods (the same for every branch, or a
                 mapping branch -> blocks); None = all.
             reduce: Channel reduction of "features": "mean", "l2", "max" or a channel index.
@@ -135,6 +142,9 @@ class Explainer:
             meta: Extra metadata stored on the result.
             upsample: Compute ``maps`` (upsampled, normalised); False leaves ``maps`` empty and
                 returns only ``raw`` (what batch runs that store grids need).
+            lrp_composite: Rules of ``lrp`` / ``attnlrp`` on conv layers, in zennit's terms:
+                "epsilon" (everywhere; the default) or "epsilon_gamma_box" (gamma 0.25 on conv
+                layers whose input is non-negative, the bounded rule at the input layer).
 
         Returns:
             An :class:`Explanation`.
@@ -149,6 +159,7 @@ class Explainer:
         block_map = self._resolve_blocks(blocks, methods)
         rollout_options = _rollout_options(rollout_options)
         check_reduce(reduce)
+        check_composite(lrp_composite)
         autocast_dtype = resolve_dtype(autocast_dtype)
         if meta is not None and not isinstance(meta, Mapping):
             raise ValueError(f"meta must be a mapping (dict), got {type(meta).__name__}")
@@ -169,6 +180,9 @@ class Explainer:
                     wanted[id(tap.feature_module)] = tap.feature_module
                 if cam_methods:
                     wanted[id(tap.grad_module)] = tap.grad_module
+        if "transcam" in methods:
+            last_cnn = self.adapter.tap("cnn", self.num_blocks("cnn")).feature_module
+            wanted[id(last_cnn)] = last_cnn
         attn_modules = self.adapter.attention_modules if need_attention else []
         # attention from the fused kernel's qkv (and proj input for its gradient) when the
         # module allows it; otherwise the explicit path's probabilities at attn_drop
@@ -256,8 +270,25 @@ class Explainer:
                         g = [None if gi is None else attention_grad(a, recorded[id(a.qkv)], gi)
                              for a, gi in zip(attn_modules, g)]
                     raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
+            if "transcam" in methods:
+                if len({a.shape[-1] for a in attns}) > 1:
+                    raise ValueError("transcam sums attention over blocks, which needs one token "
+                                     "grid for every block; this input's grid changes between "
+                                     "blocks (size_mismatch='resize'): use size_mismatch='pad' "
+                                     "or an input whose sides are multiples of 32")
+                head_weight = self.model.conv_cls_head.weight.detach()
+                first = self.adapter.tap("transformer", 1)
+                raw["transcam/cnn"] = transcam(recorded[id(last_cnn)], head_weight, target_t,
+                                               attns, (first.grid or self.adapter.token_grid)(
+                                                   height, width), npt)
 
         raw, maps = self._finish(raw, height, width, upsample)
+        flows, own_meta = {}, {}
+        if any(METHODS[m].own_pass for m in methods):
+            own_raw, own_maps, flows, own_meta = run_own_passes(
+                self, x, target_t, heads, methods, block_map, upsample, lrp_composite)
+            raw.update(own_raw)
+            maps.update(own_maps)
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
@@ -266,6 +297,7 @@ class Explainer:
                 else ("fused, recomputed from qkv" if recompute else "explicit")}
         if getattr(self.model, "size_mismatch", None) is not None:
             info["size_mismatch"] = self.model.size_mismatch
+        info.update(own_meta)
         info.update(meta or {})
         if not bool(torch.stack([torch.isfinite(v).all() for v in logits.values()]).all()):
             raise ValueError("the model's logits are NaN or infinite: check its weights "
@@ -273,7 +305,7 @@ class Explainer:
         return Explanation(
             maps=maps, raw=raw, logits=logits, target=target_t.cpu(), heads=tuple(heads),
             input_size=(int(height), int(width)), model_name=self._model_name(),
-            class_names=self.class_names, image=img, meta=info)
+            class_names=self.class_names, image=img, meta=info, flows=flows)
 
     def __call__(self, x: torch.Tensor, **kwargs: Any) -> Explanation:
         return self.explain(x, **kwargs)

@@ -18,7 +18,10 @@ __all__ = ["Explanation", "parse_key", "normalise_per_image", "upsample"]
 SAVE_FORMAT = "conformer-xai explanation v1"
 GRADIENT_KEY_PARTS = 4  # <method>/<head>/<branch>/<k>
 #: Methods whose keys carry no classifier head: <method>/<branch>/<k>.
-HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam")
+HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam", "transcam")
+#: Methods with an input-resolution map per head: <method>/<head> (and, for LRP, per-tap maps
+#: <method>/<head>/<branch>/<k>).
+INPUT_METHODS = ("lrp", "attnlrp", "integrated_gradients", "smoothgrad")
 
 
 def parse_key(key: str) -> dict[str, Any]:
@@ -28,6 +31,10 @@ def parse_key(key: str) -> dict[str, Any]:
     {'method': 'gradcam', 'head': 'fused', 'branch': 'cnn', 'block': 12}
     """
     parts = key.split("/")
+    if parts[0] == "transcam" and len(parts) == 2:
+        return {"method": "transcam", "head": None, "branch": parts[1], "block": None}
+    if parts[0] in INPUT_METHODS and len(parts) == 2:
+        return {"method": parts[0], "head": parts[1], "branch": None, "block": None}
     if parts[0] in HEADLESS_METHODS:
         return {"method": parts[0], "head": None, "branch": parts[1], "block": int(parts[2])}
     if parts[0] == "rollout":
@@ -82,6 +89,9 @@ class Explanation:
         class_names: Optional class names, indexable by class index.
         image: Optional ``(B, H, W, C)`` display image in [0, 1] (what the model saw).
         meta: Free-form metadata (weights source, options).
+        flows: ``head -> rows`` of the Conformer's branch-flow table when ``lrp`` was computed:
+            one row per block with the fields of :data:`conformer_xai.explain.lrp.FLOW_FIELDS`,
+            each value a list with one float per image (``block`` an int).
     """
 
     maps: dict[str, torch.Tensor]
@@ -94,6 +104,7 @@ class Explanation:
     class_names: list[str] | None = None
     image: torch.Tensor | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    flows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -144,7 +155,9 @@ class Explanation:
 
         Args:
             method: e.g. "gradcam", "features", "rollout".
-            branch: "cnn" or "transformer"; may be omitted when only one matches.
+            branch: "cnn" or "transformer"; may be omitted when only one matches, or to get the
+                input-resolution map of ``lrp``, ``attnlrp``, ``integrated_gradients`` or
+                ``smoothgrad``.
             block: 1-based block; may be omitted when only one matches.
             head: Classifier head for gradient methods; defaults to the first explained head.
 
@@ -154,6 +167,9 @@ class Explanation:
         if head is None and self.heads and method not in (*HEADLESS_METHODS, "rollout"):
             head = self.heads[0]
         keys = self.find(method, branch, block, head)
+        if len(keys) > 1 and branch is None and block is None:
+            # the input-resolution map of a method that also has per-tap maps (lrp/<head>)
+            keys = [k for k in keys if parse_key(k)["branch"] is None] or keys
         if len(keys) != 1:
             what = "no map" if not keys else f"{len(keys)} maps"
             avail = ", ".join(self.find(method)) or ", ".join(self.maps)
@@ -211,7 +227,9 @@ class Explanation:
             logits={k: v[sl] for k, v in self.logits.items()},
             target=self.target[sl], heads=self.heads, input_size=self.input_size,
             model_name=self.model_name, class_names=self.class_names,
-            image=None if self.image is None else self.image[sl], meta=dict(self.meta))
+            image=None if self.image is None else self.image[sl], meta=dict(self.meta),
+            flows={h: [{f: v if f == "block" else v[sl] for f, v in row.items()} for row in rows]
+                   for h, rows in self.flows.items()})
 
     # ------------------------------------------------------------------ conversion and I/O
     def to_numpy(self) -> dict[str, np.ndarray]:
@@ -245,6 +263,7 @@ class Explanation:
             "model_name": self.model_name, "class_names": self.class_names,
             "map_keys": list(self.maps), "raw_keys": list(self.raw),
             "logit_heads": list(self.logits), "meta": _jsonable(self.meta),
+            "flows": _jsonable(self.flows),
         }, indent=1))
         return path
 
@@ -270,7 +289,8 @@ class Explanation:
                 logits={h: arrays[f"logits/{h}"] for h in meta["logit_heads"]},
                 target=arrays["target"], heads=tuple(meta["heads"]),
                 input_size=tuple(meta["input_size"]), model_name=meta["model_name"],
-                class_names=meta["class_names"], image=arrays.get("image"), meta=meta["meta"])
+                class_names=meta["class_names"], image=arrays.get("image"), meta=meta["meta"],
+                flows=meta.get("flows", {}))
         except (OSError, ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"{path}: not an explanation written by Explanation.save "
                              f"({type(err).__name__}: {err})") from None

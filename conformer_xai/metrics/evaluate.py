@@ -22,7 +22,7 @@ FAITHFULNESS_CHOICES = ("last", "all", "none")
 ROW_FIELDS = (
     "method", "head", "branch", "block", "pointing_game", "energy_pointing_game",
     "part_share", "body_share", "off_share", "deletion_auc", "insertion_auc",
-    "randomisation_spearman", "randomisation_ssim", "n",
+    "randomisation_spearman", "randomisation_ssim", "n", "ci95",
 )
 
 _METRICS = ROW_FIELDS[4:13]
@@ -81,7 +81,8 @@ def evaluate(
     Returns:
         ``{"rows": [...], "meta": {...}}``, JSON-serialisable. Each row has the fields of
         :data:`ROW_FIELDS`: means over the images (the shares over part-and-body images only);
-        ``None`` where a value was not computed or is undefined.
+        ``None`` where a value was not computed or is undefined; and ``ci95``: per metric, a 95 %
+        bootstrap interval of that mean over the images (percentile, 1000 resamples), or None.
 
     Raises:
         ValueError: Bad arguments, or a model whose classes are not the synthetic scenes'.
@@ -169,6 +170,7 @@ def evaluate(
                                "branch": info["branch"], "block": info["block"]}
         row.update({name: _mean(acc[name]) for name in _METRICS})
         row["n"] = n
+        row["ci95"] = {name: _interval(acc[name], seed) for name in _METRICS}
         rows.append(row)
     meta = {
         "model": model_label,
@@ -285,6 +287,23 @@ def _mean(chunks: list[torch.Tensor]) -> float | None:
         return None
     m = float(v.mean())
     return m if math.isfinite(m) else None
+
+
+def _interval(chunks: list[torch.Tensor], seed: int, resamples: int = 1000
+              ) -> list[float] | None:
+    """95 % percentile-bootstrap interval of the mean of the per-image values."""
+    if not chunks:
+        return None
+    import torch
+
+    v = torch.cat([c.float().cpu().reshape(-1) for c in chunks]).double()
+    v = v[torch.isfinite(v)]
+    if v.numel() < 2:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, v.numel(), (resamples, v.numel()), generator=g)
+    means = v[idx].mean(dim=1)
+    return [float(means.quantile(0.025)), float(means.quantile(0.975))]
 
 
 def _cell(value: Any) -> str:

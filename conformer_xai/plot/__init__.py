@@ -8,6 +8,7 @@ the image the model saw.
 """
 
 from .figures import block_agreement, block_strip, compare, head_branch_matrix
+from .flow import branch_flow
 from .panels import METHOD_LABELS, NotebookFigure, map_panel, overlay, spearman
 from .paper import default_blocks, model_role, paper_figure
 from .report import explanation_figure, top_predictions_text, weights_note
@@ -16,6 +17,6 @@ from .spectro import spectrogram_figure, tf_map
 __all__ = [
     "overlay", "map_panel", "block_strip", "head_branch_matrix", "compare", "block_agreement",
     "paper_figure", "model_role", "default_blocks", "explanation_figure", "weights_note",
-    "top_predictions_text", "spearman", "METHOD_LABELS", "NotebookFigure",
+    "top_predictions_text", "spearman", "METHOD_LABELS", "NotebookFigure", "branch_flow",
     "spectrogram_figure", "tf_map",
 ]

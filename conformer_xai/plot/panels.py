@@ -22,6 +22,8 @@ METHOD_LABELS = {
     "features": "feature map", "attention": "attention", "gradcam": "Grad-CAM",
     "gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "hirescam": "HiResCAM",
     "eigencam": "EigenCAM", "rollout": "attention rollout", "grad_rollout": "gradient rollout",
+    "lrp": "LRP", "attnlrp": "AttnLRP", "transcam": "TransCAM",
+    "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
 }
 #: The paper's heat colour map.
 DEFAULT_CMAP = "jet"

@@ -30,6 +30,8 @@ __all__ = ["explanation_figure", "weights_note", "top_predictions_text"]
 
 WARNING_COLOUR = "#b00020"
 NAME_WIDTH = 22
+#: Methods with one input-resolution map per head, drawn in the bottom row.
+INPUT_MAP_METHODS = ("lrp", "attnlrp", "integrated_gradients", "smoothgrad")
 
 
 def weights_note(meta: Mapping[str, Any] | None) -> tuple[str, bool]:
@@ -82,14 +84,16 @@ def _draw_text(target: Figure | SubFigure, text: str, title: str) -> None:
 
 
 def explanation_figure(exp: Explanation, image: Any = None, index: int = 0,
-                       methods: Sequence[str] = ("features", "gradcam"), max_cols: int = 12,
+                       methods: Sequence[str] = ("features", "gradcam", "lrp"),
+                       max_cols: int = 12,
                        cmap: str = DEFAULT_CMAP, alpha: float = DEFAULT_ALPHA) -> Figure:
     """Everything about one image in one figure.
 
     From top to bottom: the model, target and weights line (a warning for random weights, and
     for the embedded synthetic-scene models on a photo); one strip per branch and method
-    (features and Grad-CAM of the first explained head, wrapped at ``max_cols`` blocks);
-    then attention rollout and gradient rollout, the head-by-branch Grad-CAM matrix (when the
+    (features, Grad-CAM and LRP of the first explained head, wrapped at ``max_cols`` blocks);
+    then attention rollout, gradient rollout, TransCAM, the input-resolution maps (LRP,
+    AttnLRP, Integrated Gradients, SmoothGrad), the head-by-branch Grad-CAM matrix (when the
     ``cnn``/``transformer`` heads were explained on a two-branch model) and the top-5
     predictions of every head.
 
@@ -112,10 +116,16 @@ def explanation_figure(exp: Explanation, image: Any = None, index: int = 0,
                 strips.append((branch, method, head, blocks))
     bottom: list[tuple[str, Any]] = []
     if "rollout/transformer" in exp.maps:
-        bottom.append(("map", ("rollout", None)))
+        bottom.append(("map", ("rollout", None, "transformer")))
     grad_rollout = [h for h in exp.heads if f"grad_rollout/{h}/transformer" in exp.maps]
     if grad_rollout:
-        bottom.append(("map", ("grad_rollout", grad_rollout[0])))
+        bottom.append(("map", ("grad_rollout", grad_rollout[0], "transformer")))
+    if "transcam/cnn" in exp.maps:
+        bottom.append(("map", ("transcam", None, "cnn")))
+    for method in INPUT_MAP_METHODS:  # one input-resolution map per method, first head
+        heads = [h for h in exp.heads if f"{method}/{h}" in exp.maps]
+        if heads:
+            bottom.append(("map", (method, heads[0], None)))
     if (len(branches_of(exp, "gradcam")) == 2
             and any(h in exp.heads for h in ("cnn", "transformer"))):
         bottom.append(("matrix", matrix_layout(exp, "gradcam", None, None, index)))
@@ -150,11 +160,11 @@ def explanation_figure(exp: Explanation, image: Any = None, index: int = 0,
     cells = sections[-1].subfigures(1, len(bottom), width_ratios=widths, squeeze=False)[0]
     for sub, (kind, info) in zip(cells, bottom):
         if kind == "map":
-            method, head = info
+            method, head, branch = info
             ax = sub.subplots()
             title = method_label(method) + (f"\n{head} head" if head else "")
-            shown = draw_cell(ax, exp, method, "transformer", None, head, index, img, cmap,
-                              alpha, title)
+            shown = draw_cell(ax, exp, method, branch, None, head, index, img, cmap, alpha,
+                              title)
             if shown is not None:
                 add_colorbar(ax, shown)
         elif kind == "matrix":

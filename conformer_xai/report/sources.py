@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..batch.store import array_name
 from .encode import key_parts, normalise, quantise
 
 __all__ = ["Record", "Layout", "Source", "ExplainFolder", "StoreSource", "open_source"]
@@ -247,7 +248,8 @@ class StoreSource(Source):
         self.roots = [root] + ([images] if images is not None else []) + [Path.cwd(),
                                                                           Path.home()]
         keys = list(self.config["map_keys"])
-        shapes = [tuple(int(s) for s in self.group[f"maps/{k}"].shape[1:]) for k in keys]
+        shapes = [tuple(int(s) for s in self.group[array_name("maps", k)].shape[1:])
+                  for k in keys]
         self.layouts = [Layout(keys, shapes)]
         heads = list(self.config["logit_heads"])
         names = list(labels) if labels is not None else self.config.get("class_names")
@@ -295,7 +297,7 @@ class StoreSource(Source):
 
     def maps(self, batch: int = 256) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         keys = self.layouts[0].keys
-        arrays = {k: self.group[f"maps/{k}"] for k in keys}
+        arrays = {k: self.group[array_name("maps", k)] for k in keys}
         chunk = max(1, int(self.config.get("chunk", batch)))
         step = max(chunk, batch // chunk * chunk)
         pos = self.positions

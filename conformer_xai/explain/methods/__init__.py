@@ -12,11 +12,12 @@ from .attention import class_token_attention
 from .cam import eigencam, gradcam, gradcam_plus_plus, hirescam, layercam
 from .features import reduce_channels
 from .rollout import attention_rollout, gradient_rollout
+from .transcam import transcam
 
 __all__ = [
     "MethodSpec", "METHODS", "DEFAULT_METHODS", "CAM_METHODS", "reduce_channels",
     "class_token_attention", "gradcam", "gradcam_plus_plus", "layercam", "hirescam", "eigencam",
-    "attention_rollout", "gradient_rollout",
+    "attention_rollout", "gradient_rollout", "transcam", "SIGNED_METHODS", "INPUT_METHODS",
 ]
 
 
@@ -30,6 +31,9 @@ class MethodSpec:
         needs_gradients: Reads the gradient of a head's target score (one map per head).
         needs_attention: Reads attention probabilities (transformer branch only).
         transformer_only: Applies only to the transformer branch.
+        own_pass: Computed in passes of its own after the main pass (a modified backward, or
+            many forward passes), not from the main pass's recordings.
+        families: Model families it applies to (empty: all).
     """
 
     name: str
@@ -37,6 +41,8 @@ class MethodSpec:
     needs_gradients: bool
     needs_attention: bool
     transformer_only: bool = False
+    own_pass: bool = False
+    families: tuple[str, ...] = ()
 
 
 #: Gradient-weighted CAM methods: ``(activation, gradient) -> raw map``.
@@ -54,7 +60,18 @@ METHODS: dict[str, MethodSpec] = {
     "eigencam": MethodSpec("eigencam", True, False, False),
     "rollout": MethodSpec("rollout", False, False, True, transformer_only=True),
     "grad_rollout": MethodSpec("grad_rollout", False, True, True, transformer_only=True),
+    "lrp": MethodSpec("lrp", True, False, False, own_pass=True),
+    "attnlrp": MethodSpec("attnlrp", True, False, False, own_pass=True),
+    "transcam": MethodSpec("transcam", False, False, True, families=("conformer",)),
+    "integrated_gradients": MethodSpec("integrated_gradients", False, False, False, own_pass=True),
+    "smoothgrad": MethodSpec("smoothgrad", False, False, False, own_pass=True),
 }
+
+#: Methods whose raw maps keep their sign; their ``maps`` show the positive part.
+SIGNED_METHODS = ("lrp", "attnlrp", "integrated_gradients")
+
+#: Methods with a map at input resolution per head (``<method>/<head>``).
+INPUT_METHODS = ("lrp", "attnlrp", "integrated_gradients", "smoothgrad")
 
 #: The full set: feature maps, Grad-CAM on every tap, attention, rollout and gradient rollout.
 DEFAULT_METHODS = ("features", "attention", "gradcam", "rollout", "grad_rollout")
