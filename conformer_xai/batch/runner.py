@@ -170,7 +170,7 @@ def run_dataset(
     lock = _lock(root, shard, world)
     try:
         summary, ms = _run_locked(
-            input_dir, root, shard, paths, model, lock, dev, world, rank, t0,
+            input_dir, root, shard, paths, model, dev, world, rank,
             batch_size=batch_size, num_workers=num_workers, methods=methods, blocks=blocks,
             heads=heads, target=target, reduce=reduce, input_size=input_size, crop=crop,
             dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
@@ -228,8 +228,10 @@ def _lock(root: Path, shard: Path, world: int) -> StoreLock | None:
 
 
 def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], model: nn.Module,
-                lock: StoreLock | None, dev: torch.device, world: int, rank: int, t0: float,
+                dev: torch.device, world: int, rank: int,
                 **opts: Any) -> tuple[dict[str, Any], MapStore | None]:
+    """The run proper, under the store's lock: ``(summary, store)`` (store None when a
+    torchrun rank finds the merged store of its run)."""
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     fingerprint = weights_fingerprint(model)
