@@ -18,7 +18,7 @@ from torch import nn
 
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
-from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
+from .lock import StoreLock, deferred_interrupt, lock_path
 from .merge import merge_shards, shard_dirs
 from .stops import stop_point
 from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, store_state
@@ -214,9 +214,8 @@ def _lock(root: Path, shard: Path, world: int) -> StoreLock | None:
     lock = StoreLock(path, what)
     try:
         lock.acquire()
-    except (PermissionError, OSError) as err:
-        if isinstance(err, StoreBusyError) or err.errno not in (errno.EACCES, errno.EPERM,
-                                                                errno.EROFS):
+    except OSError as err:  # the lock file cannot be created (StoreBusyError passes through)
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         if store_state(shard) == "store" and MapStore(shard).complete():
             return None
