@@ -465,3 +465,22 @@ def test_note_counts_failed_images_apart_from_explained(tmp_path):
     assert result.returncode == 1
     assert (f"conformer-xai: note: 0 images explained, 2 failed, 0 already done (2 failed in "
             f"all) -> {tmp_path / 's.zarr'}") in result.stderr.splitlines()
+
+
+def test_cli_refuses_new_images_unless_extend(tmp_path, images):
+    folder = tmp_path / "images"
+    shutil.copytree(images / "a", folder)
+    store = tmp_path / "s.zarr"
+    run_dataset(folder, store, model(), **API)
+    shutil.copy(images / "b" / "0.png", folder / "9.png")
+    refused = run(folder, "--out", store, *CLI)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        f"conformer-xai: error: {folder} holds 1 image(s) that {store} does not (first: 9.png); "
+        "--extend adds them to the store; or choose another store path"]
+    extended = run(folder, "--out", store, *CLI, "--extend", "--json")
+    assert extended.returncode == 0, extended.stderr
+    assert f"conformer-xai: note: added 1 new image(s) to {store}" in extended.stderr
+    summary = json.loads(extended.stdout)
+    assert (summary["added"], summary["processed"], summary["already_done"]) == (1, 2, 2)
+    assert MapStore(store).paths == ["1.png", "3.png", "5.png", "9.png"]

@@ -18,7 +18,7 @@ from torch import nn
 
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
-from .lock import StoreBusyError, StoreLock, deferred_interrupt, lock_path
+from .lock import StoreLock, deferred_interrupt, lock_path
 from .merge import merge_shards, shard_dirs
 from .stops import stop_point
 from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, array_name, store_state
@@ -176,7 +176,7 @@ def run_dataset(
     lock = _lock(root, shard, world)
     try:
         summary, ms = _run_locked(
-            input_dir, root, shard, paths, model, lock, dev, world, rank, t0,
+            input_dir, root, shard, paths, model, dev, world, rank,
             batch_size=batch_size, num_workers=num_workers, methods=methods, blocks=blocks,
             heads=heads, target=target, reduce=reduce, input_size=input_size, crop=crop,
             audio_config=audio_config, dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
@@ -220,9 +220,8 @@ def _lock(root: Path, shard: Path, world: int) -> StoreLock | None:
     lock = StoreLock(path, what)
     try:
         lock.acquire()
-    except (PermissionError, OSError) as err:
-        if isinstance(err, StoreBusyError) or err.errno not in (errno.EACCES, errno.EPERM,
-                                                                errno.EROFS):
+    except OSError as err:  # the lock file cannot be created (StoreBusyError passes through)
+        if err.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
         if store_state(shard) == "store" and MapStore(shard).complete():
             return None
@@ -234,8 +233,10 @@ def _lock(root: Path, shard: Path, world: int) -> StoreLock | None:
 
 
 def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], model: nn.Module,
-                lock: StoreLock | None, dev: torch.device, world: int, rank: int, t0: float,
+                dev: torch.device, world: int, rank: int,
                 **opts: Any) -> tuple[dict[str, Any], MapStore | None]:
+    """The run proper, under the store's lock: ``(summary, store)`` (store None when a
+    torchrun rank finds the merged store of its run)."""
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     fingerprint = weights_fingerprint(model)
