@@ -64,7 +64,8 @@ def run_dataset(
     blocks: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     heads: str | Sequence[str] | None = None,
     target: int | None = None,
-    reduce: str | int = "mean",
+    reduce: str | int | None = None,
+    tap: str = "residual",
     input_size: int | Sequence[int] | None = None,
     crop: bool = True,
     device: str | torch.device | None = None,
@@ -103,8 +104,10 @@ def run_dataset(
         batch_size: Images per batch, also the store's chunk length. A resumed run keeps the
             batch size the store was created with.
         num_workers: DataLoader worker processes (0 = load in this process).
-        methods, blocks, heads, target, reduce: As :meth:`Explainer.explain` (heads = its
-            ``head``; target None = each image's top-1 class).
+        methods, blocks, heads, target, reduce, tap: As :meth:`Explainer.explain` (heads = its
+            ``head``; target None = each image's top-1 class; reduce None = its default). The
+            store's attributes record the tap and each map's geometry (stride and grid, see
+            :func:`conformer_xai.explain.result.upsample_grid`).
         input_size: Model input size (int or (height, width)); None = the model's data config.
         crop: Centre crop as timm's eval transform (default); False resizes each image to the
             input size exactly (non-square inputs such as spectrograms).
@@ -155,9 +158,11 @@ def run_dataset(
     input_shape = tuple(int(s) for s in data_config["input_size"])
 
     from ..explain import Explainer
+    from ..explain.methods.features import DEFAULT_REDUCE
 
+    reduce = DEFAULT_REDUCE if reduce is None else reduce
     explain_kwargs = dict(target=target, head=heads, methods=methods, blocks=blocks,
-                          reduce=reduce, autocast_dtype=amp_dtype, upsample=False)
+                          reduce=reduce, tap=tap, autocast_dtype=amp_dtype, upsample=False)
     explainer = Explainer(model)
     probe = explainer.explain(_to_device(torch.zeros(1, *input_shape), dev, channels_last),
                               **explain_kwargs)
@@ -170,7 +175,8 @@ def run_dataset(
         "n_total": len(paths), "input_size": list(input_shape),
         "data_config": {k: _jsonable(v) for k, v in data_config.items()}, "crop": crop,
         "methods": list(probe.meta["methods"]), "blocks": _jsonable(blocks),
-        "heads": list(probe.heads), "target": target, "reduce": reduce,
+        "heads": list(probe.heads), "target": target, "reduce": reduce, "tap": tap,
+        "geometry": probe.meta["geometry"],
         "autocast_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
         "map_dtype": dtype, "world_size": world, "rank": rank,
     }

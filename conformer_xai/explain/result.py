@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Explanation", "parse_key", "normalise_per_image", "upsample"]
+__all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "upsample",
+           "upsample_grid"]
 
 #: The ``format`` field of the JSON sidecar :meth:`Explanation.save` writes.
 SAVE_FORMAT = "conformer-xai explanation v1"
@@ -39,14 +40,60 @@ def parse_key(key: str) -> dict[str, Any]:
     raise ValueError(f"not a map key: {key!r}")
 
 
-def normalise_per_image(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0."""
-    flat = maps.flatten(1)
+def normalise_per_image(maps: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0.
+
+    Scale-free: a map is constant only when its span is zero relative to its magnitude
+    (``span <= rtol * max|map|``, which includes an all-zero map), so that multiplying a model's
+    logits (or a map) by any positive factor leaves the normalised map unchanged (within float32
+    range). ``rtol`` sits above float32 rounding, so a map that is constant up to rounding stays
+    constant.
+    """
+    flat = maps.flatten(1).float()
     lo = flat.min(dim=1, keepdim=True).values
     hi = flat.max(dim=1, keepdim=True).values
     span = hi - lo
-    out = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
+    scale = torch.maximum(hi.abs(), lo.abs())
+    varies = (span > rtol * scale) & (span > 0)
+    out = torch.where(varies, (flat - lo) / torch.where(varies, span, torch.ones_like(span)),
+                      torch.zeros_like(flat))
     return out.view_as(maps)
+
+
+def is_constant(maps: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """(B,) bool: which maps of a (B, ...) batch are constant in :func:`normalise_per_image`'s
+    sense (span zero relative to magnitude), or hold NaN."""
+    flat = maps.flatten(1).float()
+    lo = flat.min(dim=1).values
+    hi = flat.max(dim=1).values
+    span = hi - lo
+    scale = torch.maximum(hi.abs(), lo.abs())
+    return ~((span > rtol * scale) & (span > 0)) | torch.isnan(flat).any(dim=1)
+
+
+def upsample_grid(raw: torch.Tensor, size: tuple[int, int],
+                  stride: tuple[int, int] | Sequence[int] | None) -> torch.Tensor:
+    """Upsample (B, h, w) grids to the input ``size`` (H, W) by the grid's own stride.
+
+    Cell ``i`` covers input rows ``[i * stride, (i + 1) * stride)`` (its centre at
+    ``(i + 0.5) * stride``): the grid is upsampled bilinearly (align_corners=False) to
+    ``(h * stride_h, w * stride_w)``, then cropped to ``size``; input rows past the last cell
+    (a ViT whose patches do not tile the input) repeat the edge. ``stride=None`` resizes the
+    grid to ``size`` (the convention of pytorch-grad-cam). The stride and grid of every map are
+    in ``Explanation.meta["geometry"]`` and in a dataset store's attributes.
+    """
+    if stride is None:
+        up = F.interpolate(raw[:, None].float(), size=tuple(size), mode="bilinear",
+                           align_corners=False)
+        return up[:, 0]
+    height, width = size
+    gh, gw = raw.shape[-2:]
+    up = F.interpolate(raw[:, None].float(), size=(gh * int(stride[0]), gw * int(stride[1])),
+                       mode="bilinear", align_corners=False)[:, :, :height, :width]
+    pad_h, pad_w = height - up.shape[-2], width - up.shape[-1]
+    if pad_h > 0 or pad_w > 0:
+        up = F.pad(up, (0, max(pad_w, 0), 0, max(pad_h, 0)), mode="replicate")
+    return up[:, 0]
 
 
 def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] | None = None
@@ -55,6 +102,7 @@ def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] |
 
     When the grid covers a padded extent ``padded`` (H', W') >= ``size``, the grid is upsampled to
     the padded extent and the padding is cropped away, so map pixels stay aligned with the input.
+    Prefer :func:`upsample_grid` with the map's stride from ``meta["geometry"]``.
     """
     target = padded or size
     up = F.interpolate(raw[:, None].float(), size=target, mode="bilinear", align_corners=False)
@@ -77,7 +125,9 @@ class Explanation:
         model_name: Registered name of the model (or its class name).
         class_names: Optional class names, indexable by class index.
         image: Optional ``(B, H, W, C)`` display image in [0, 1] (what the model saw).
-        meta: Free-form metadata (weights source, options).
+        meta: Metadata: weights source and options, ``tap`` (where transformer gradient maps
+            read), and ``geometry``: ``key -> {"stride": [sh, sw], "grid": [h, w]}``, the input
+            pixels per cell of each raw grid (pass it to :func:`upsample_grid`).
     """
 
     maps: dict[str, torch.Tensor]
