@@ -167,7 +167,7 @@ def run_dataset(
     probe = explainer.explain(_to_device(torch.zeros(1, *input_shape), dev, channels_last),
                               **explain_kwargs)
     grids = {key: tuple(int(s) for s in r.shape[-2:]) for key, r in probe.raw.items()
-             if not key.startswith("attention_heads/")}
+             if not key.startswith(("attention_heads/", "feature_channels/"))}
     config = {
         "model_name": probe.model_name, "weights_sha256": fingerprint,
         "num_classes": int(next(iter(probe.logits.values())).shape[-1]),

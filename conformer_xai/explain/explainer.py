@@ -17,7 +17,7 @@ from ..devices import resolve_dtype
 from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
 from .caveats import SignedTapWarning, signed_tap_note
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
-from .methods.features import DEFAULT_REDUCE, check_reduce, reduce_channels
+from .methods.features import DEFAULT_REDUCE, check_reduce, reduce_channels, top_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
 from .result import Explanation, normalise_per_image, parse_key, upsample_grid
 from .taps import ModelAdapter, Tap, adapter_for, check_tap_kind
@@ -103,6 +103,7 @@ class Explainer:
         tap: str = "residual",
         rollout_options: RolloutOptions | Mapping[str, Any] | None = None,
         attn_heads: bool = False,
+        channels: int = 0,
         autocast_dtype: torch.dtype | None = None,
         image: torch.Tensor | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
@@ -136,6 +137,11 @@ class Explainer:
                 ``discard_ratio``, ``start_block``.
             attn_heads: Also keep every attention head's class-token row as
                 ``raw["attention_heads/transformer/<k>"]`` (B, A, h, w).
+            channels: With "features", also keep the ``channels`` single-channel maps of each
+                block chosen by :func:`~conformer_xai.explain.methods.features.top_channels`
+                (largest spatial standard deviation, per image) as
+                ``raw["feature_channels/<branch>/<k>"]`` (B, channels, h, w); their channel
+                indices go to ``meta["feature_channels"]``. What the paper-style figure shows.
             autocast_dtype: Run forward and backward under autocast (e.g. ``torch.bfloat16``);
                 maps are computed in float32.
             image: Optional display image(s) stored on the result for plotting.
@@ -157,6 +163,8 @@ class Explainer:
         rollout_options = _rollout_options(rollout_options)
         check_reduce(reduce)
         check_tap_kind(tap)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
+            raise ValueError(f"channels must be an int >= 0, got {channels!r}")
         autocast_dtype = resolve_dtype(autocast_dtype)
         if meta is not None and not isinstance(meta, Mapping):
             raise ValueError(f"meta must be a mapping (dict), got {type(meta).__name__}")
@@ -225,6 +233,7 @@ class Explainer:
             logits = {h: v.detach().float() for h, v in logits.items()}
 
         raw: dict[str, torch.Tensor] = {}
+        chosen: dict[str, list[list[int]]] = {}
         grid = self._grid_fn(height, width)
         for branch, ks in block_map.items():
             for k in ks:
@@ -233,6 +242,9 @@ class Explainer:
                     act = grid(t, recorded[id(t.feature_module)]).float()
                     if "features" in methods:
                         raw[f"features/{branch}/{k}"] = reduce_channels(act, reduce)
+                        if channels:
+                            key = f"feature_channels/{branch}/{k}"
+                            raw[key], chosen[key] = top_channels(act, channels)
                     if "eigencam" in methods:
                         raw[f"eigencam/{branch}/{k}"] = eigencam(act)
                 for m in cam_methods:
@@ -276,6 +288,7 @@ class Explainer:
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce, "tap": tap, "geometry": geometry,
                 "caveats": [caveat] if caveat else [],
+                **({"feature_channels": chosen} if chosen else {}),
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
                 "attention_path": None if not need_attention
@@ -363,7 +376,7 @@ class Explainer:
                 r = r[..., :vh, :vw]
                 geometry[key] = {"stride": list(stride), "grid": [vh, vw]}
             cropped[key] = r
-            if not upsample or key.startswith("attention_heads/"):
+            if not upsample or key.startswith(("attention_heads/", "feature_channels/")):
                 continue
             maps[key] = normalise_per_image(upsample_grid(r, (height, width), stride))
         return cropped, maps, geometry

@@ -19,7 +19,7 @@ __all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "up
 SAVE_FORMAT = "conformer-xai explanation v1"
 GRADIENT_KEY_PARTS = 4  # <method>/<head>/<branch>/<k>
 #: Methods whose keys carry no classifier head: <method>/<branch>/<k>.
-HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam")
+HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam", "feature_channels")
 
 
 def parse_key(key: str) -> dict[str, Any]:

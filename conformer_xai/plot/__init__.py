@@ -7,6 +7,7 @@ figures are not registered with pyplot: return one in Jupyter to display it, sav
 the image the model saw.
 """
 
+from .cascade import cascade_figure
 from .figures import block_agreement, block_strip, compare, head_branch_matrix
 from .panels import METHOD_LABELS, NotebookFigure, map_panel, overlay, spearman
 from .paper import default_blocks, model_role, paper_figure
@@ -15,5 +16,5 @@ from .report import explanation_figure, top_predictions_text, weights_note
 __all__ = [
     "overlay", "map_panel", "block_strip", "head_branch_matrix", "compare", "block_agreement",
     "paper_figure", "model_role", "default_blocks", "explanation_figure", "weights_note",
-    "top_predictions_text", "spearman", "METHOD_LABELS", "NotebookFigure",
+    "top_predictions_text", "spearman", "METHOD_LABELS", "NotebookFigure", "cascade_figure",
 ]

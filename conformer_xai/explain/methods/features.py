@@ -61,3 +61,22 @@ def first_component(activation: torch.Tensor) -> torch.Tensor:
     sign = torch.sign((proj * norm).sum(dim=1, keepdim=True))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return (proj * sign).reshape(b, h, w).to(activation.dtype)
+
+
+def top_channels(activation: torch.Tensor, count: int) -> tuple[torch.Tensor, list[list[int]]]:
+    """The ``count`` single-channel maps of each image with the largest spatial standard
+    deviation (ties: the lower index), in decreasing order.
+
+    The rule picks channels with spatial structure rather than the largest values: transformer
+    tokens carry a few channels with large, nearly constant offsets, which would show as flat
+    maps.
+
+    Returns:
+        ``(maps (B, count, h, w), channel indices per image)``.
+    """
+    b, c = activation.shape[:2]
+    count = min(int(count), c)
+    spread = activation.float().flatten(2).std(dim=2, unbiased=False)  # (B, C)
+    order = torch.sort(-spread, dim=1, stable=True).indices[:, :count]
+    maps = activation.gather(1, order[:, :, None, None].expand(-1, -1, *activation.shape[2:]))
+    return maps, order.tolist()
