@@ -151,3 +151,20 @@ def test_cascade_runs_from_the_heads_down_to_the_stem(micro_result):
     assert len(fig.axes[0].lines) == 2 + 1  # two methods and the zero line
     with pytest.raises(ValueError, match="no cascade"):
         cascade_figure({"rows": [], "cascade": None})
+
+
+def test_readme_tables_are_generated_from_the_json(micro_result, tmp_path, capsys):
+    from benchmarks.evaluate_tables import main
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"command": "evaluate", **micro_result}))
+    assert main([str(path), "--blocks", "12"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    body = lines[2:]
+    assert len(body) == len([r for r in micro_result["rows"] if r["block"] in (12, None)])
+    row = next(r for r in micro_result["rows"] if r["method"] == "rollout")
+    [line] = [ln for ln in body if "| rollout |" in ln]
+    assert f"{row['pointing_game']:.2f} [" in line and f"({row['chance']['deletion_auc']:.3f})" in line
+    assert main([str(path), "--cascade"]) == 0
+    cascade = capsys.readouterr().out
+    assert "block_12" in cascade and "| gradcam |" in cascade
