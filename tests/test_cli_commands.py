@@ -76,7 +76,7 @@ def test_compare_paper_style(tmp_path: Path):
 def test_evaluate_prints_one_row_per_map(tmp_path: Path):
     result = run("evaluate", "--model", "conformer_micro_patch16", "--weights", "random",
                  "--n", "2", "--methods", "gradcam", "--blocks", "12", "--head", "fused",
-                 "--faithfulness", "none", "--json")
+                 "--faithfulness", "none", "--cascade-n", "0", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["command"] == "evaluate"
@@ -85,6 +85,7 @@ def test_evaluate_prints_one_row_per_map(tmp_path: Path):
         ("gradcam", "fused", "cnn", 12), ("gradcam", "fused", "transformer", 12)}
     assert all(0.0 <= r["pointing_game"] <= 1.0 for r in rows)
     assert all(r["deletion_auc"] is None for r in rows)
+    assert report["cascade"] is None
     assert "random weights" in result.stderr
     assert "batch/s" not in result.stderr and "%|" not in result.stderr  # no bar off a terminal
 
