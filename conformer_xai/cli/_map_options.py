@@ -40,4 +40,4 @@ DEFAULT_REDUCE = "mean"
 reduce_option = click.option(
     "--reduce", "reduce", type=Reduction(), default=None,
     help=f"Channel reduction of the feature maps: {', '.join(REDUCTIONS)}, or a channel index "
-         f"(default: {DEFAULT_REDUCE}, chosen by measurement; see the README).")
+         f"(default: {DEFAULT_REDUCE}; README: Channel reductions).")

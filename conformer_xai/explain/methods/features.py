@@ -6,7 +6,7 @@ import torch
 
 #: Channel reductions by name (an int reduce picks one channel).
 REDUCTIONS = ("mean", "abs_mean", "l2", "max", "pca")
-#: The default, chosen by measurement on the ground-truth scenes (README, "Channel reductions").
+#: The default reduction (README, "Channel reductions": how it is measured on the scenes).
 DEFAULT_REDUCE = "mean"
 
 
