@@ -35,7 +35,7 @@ tap_option = click.option(
 
 #: The library's default reduction (conformer_xai.explain.methods.features.DEFAULT_REDUCE; a
 #: test keeps the two equal), named here so that --help needs no torch import.
-DEFAULT_REDUCE = "mean"
+DEFAULT_REDUCE = "pca"
 
 reduce_option = click.option(
     "--reduce", "reduce", type=Reduction(), default=None,

@@ -7,7 +7,7 @@ import torch
 #: Channel reductions by name (an int reduce picks one channel).
 REDUCTIONS = ("mean", "abs_mean", "l2", "max", "pca")
 #: The default reduction (README, "Channel reductions": how it is measured on the scenes).
-DEFAULT_REDUCE = "mean"
+DEFAULT_REDUCE = "pca"
 
 
 def check_reduce(reduce: str | int) -> None:
