@@ -63,10 +63,20 @@ def test_compare_draws_the_paper_figure_for_three_models(tmp_path: Path):
         f"conformer-xai: error: {figure} exists (and 1 more); pass --force to overwrite"]
 
 
+def test_compare_paper_style(tmp_path: Path):
+    out = tmp_path / "paper"
+    result = run("compare", CUP, "--models", ",".join(MICRO), "--weights", "random", "--out",
+                 out, "--style", "paper", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["style"] == "paper"
+    assert (out / "coffee_compare.png").read_bytes()[:8] == PNG_MAGIC
+
+
 def test_evaluate_prints_one_row_per_map(tmp_path: Path):
     result = run("evaluate", "--model", "conformer_micro_patch16", "--weights", "random",
                  "--n", "2", "--methods", "gradcam", "--blocks", "12", "--head", "fused",
-                 "--faithfulness", "none", "--json")
+                 "--faithfulness", "none", "--cascade-n", "0", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["command"] == "evaluate"
@@ -75,18 +85,38 @@ def test_evaluate_prints_one_row_per_map(tmp_path: Path):
         ("gradcam", "fused", "cnn", 12), ("gradcam", "fused", "transformer", 12)}
     assert all(0.0 <= r["pointing_game"] <= 1.0 for r in rows)
     assert all(r["deletion_auc"] is None for r in rows)
+    assert report["cascade"] is None
     assert "random weights" in result.stderr
     assert "batch/s" not in result.stderr and "%|" not in result.stderr  # no bar off a terminal
 
 
-def test_evaluate_steps_sets_the_deletion_and_insertion_curves():
-    result = run("evaluate", "--model", "resnet_micro", "--n", "2", "--methods", "gradcam",
-                 "--blocks", "8", "--faithfulness", "last", "--steps", "4", "--json")
+def test_evaluate_steps_sets_the_deletion_and_insertion_curves(tmp_path: Path):
+    figure = tmp_path / "cascade.png"
+    args = ["evaluate", "--model", "resnet_micro", "--n", "3", "--methods", "gradcam",
+            "--blocks", "8", "--faithfulness", "last", "--steps", "4", "--cascade-n", "2",
+            "--cascade-figure", figure]
+    result = run(*args, "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["meta"]["steps"] == 4
     [row] = report["rows"]
     assert 0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["insertion_auc"] <= 1.0
+    # every score with its n, constant maps, chance level and bootstrap interval
+    assert isinstance(row["n"], int) and row["n"] == 3
+    for name in ("n_constant", "chance", "ci95"):
+        assert set(row[name]) >= {"pointing_game", "deletion_auc", "randomisation_spearman"}
+    assert 0.0 < row["chance"]["pointing_game"] < 1.0
+    assert 0.0 <= row["chance"]["deletion_auc"] <= 1.0
+    low, high = row["ci95"]["pointing_game"]
+    assert low <= row["pointing_game"] <= high
+    cascade = report["cascade"]
+    assert cascade["n"] == 2 and cascade["layers"][0] != cascade["layers"][-1]
+    assert len(cascade["methods"]["gradcam"]["spearman"]) == len(cascade["layers"])
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+    again = run(*args)
+    assert again.returncode == 1
+    assert again.stderr.splitlines() == [
+        f"conformer-xai: error: {figure} exists; pass --force to overwrite"]
 
 
 def test_train_synthetic_writes_weights_and_protects_them(tmp_path: Path):

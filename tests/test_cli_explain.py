@@ -171,3 +171,28 @@ def test_a_warning_is_one_note_line_and_debug_keeps_pythons_format(tmp_path: Pat
     assert "WeightsWarning" not in result.stderr
     debug = run(*args, "--debug")
     assert debug.returncode == 2 and "WeightsWarning: embedded: skipped" in debug.stderr
+
+
+def test_tap_and_reduce_are_recorded_and_signed_tap_methods_get_one_note(tmp_path: Path):
+    out = tmp_path / "out"
+    result = run(CAT, CUP, *RANDOM, "--methods", "features,gradcam,layercam",
+                 "--blocks", "12", "--input-size", "64x64", "--tap", "attention_input",
+                 "--reduce", "l2", "--save-arrays", "--out", out, "--json")
+    assert result.returncode == 0, result.stderr
+    run_summary = json.loads(result.stdout)
+    for image in run_summary["images"]:
+        assert image["tap"] == "attention_input" and image["reduce"] == "l2"
+    notes = [n for n in run_summary["notes"] if n.startswith("layercam on transformer taps")]
+    assert len(notes) == 1
+    assert result.stderr.count("note: layercam on transformer taps") == 1  # once, not per image
+    from conformer_xai.explain.result import Explanation
+
+    exp = Explanation.load(out / "chelsea.maps.npz")
+    assert exp.meta["tap"] == "attention_input"
+    assert exp.meta["geometry"]["gradcam/fused/cnn/12"]["stride"] == [32, 32]
+
+    bad = run(CAT, *RANDOM, *FAST, "--reduce", "median", "--out", tmp_path / "b")
+    assert bad.returncode == 2
+    assert error_lines(bad) == ["conformer-xai: error: Invalid value for '--reduce': 'median' "
+                                "is not a reduction; accepted: mean, abs_mean, l2, max, pca or "
+                                "a channel index (an int >= 0)"]

@@ -40,18 +40,68 @@ def explanation(conformer, x):
                                  methods=("gradcam", "rollout", "grad_rollout"))
 
 
+@pytest.fixture(scope="module")
+def attention_input(conformer, x):
+    with Explainer(conformer) as explainer:
+        return explainer.explain(x, target=TARGETS, head=("fused", "cnn", "transformer"),
+                                 methods=("gradcam",), tap="attention_input")
+
+
 @pytest.mark.parametrize("head,branch", [("cnn", "cnn"), ("transformer", "transformer"),
                                          ("fused", "cnn"), ("fused", "transformer")])
 @pytest.mark.parametrize("block", BLOCKS)
-def test_gradcam_matches_pytorch_grad_cam(conformer, x, explanation, head, branch, block):
-    assert_matches_pytorch_grad_cam(conformer, x, explanation, GradCAM, "gradcam", head, branch,
-                                    block)
+def test_gradcam_matches_pytorch_grad_cam_at_norm1(conformer, x, attention_input, head, branch,
+                                                   block):
+    assert attention_input.meta["tap"] == "attention_input"
+    assert_matches_pytorch_grad_cam(conformer, x, attention_input, GradCAM, "gradcam", head,
+                                    branch, block, tap="attention_input")
+
+
+@pytest.mark.parametrize("head", ["fused", "cnn", "transformer"])
+@pytest.mark.parametrize("block", BLOCKS)
+def test_gradcam_on_the_residual_stream_matches_pytorch_grad_cam(conformer, x, explanation,
+                                                                 head, block):
+    """The default tap: block k's output tokens (block 1, 6), the last block's input (12)."""
+    assert explanation.meta["tap"] == "residual"
+    assert_matches_pytorch_grad_cam(conformer, x, explanation, GradCAM, "gradcam", head,
+                                    "transformer", block, tap="residual")
+
+
+def test_residual_tap_reads_block_output_and_last_block_input(conformer, x, explanation):
+    """Reference by hand: Grad-CAM of the tokens a plain forward hook sees on trans_block 6
+    (output) and as the input of trans_block 12, with autograd.grad of the fused score."""
+    seen = {}
+    b6, b12 = conformer.trans_block_module(6), conformer.trans_block_module(12)
+    handles = [b6.register_forward_hook(lambda m, a, o: seen.__setitem__(6, o)),
+               b12.register_forward_pre_hook(lambda m, a: seen.__setitem__(12, a[0]))]
+    try:
+        c, t = conformer.forward_branches(x)
+        score = (c + t)[torch.arange(2), torch.tensor(TARGETS)].sum()
+        grads = torch.autograd.grad(score, [seen[6], seen[12]])
+    finally:
+        for h in handles:
+            h.remove()
+    gh, gw = conformer.token_grid(*x.shape[-2:])
+    for (k, act), g in zip(sorted(seen.items()), grads):
+        a = act[:, 1:].transpose(1, 2).reshape(2, -1, gh, gw).detach()
+        gg = g[:, 1:].transpose(1, 2).reshape(2, -1, gh, gw)
+        expected = (gg.mean(dim=(2, 3), keepdim=True) * a).sum(1).clamp_min(0)
+        torch.testing.assert_close(explanation.raw[f"gradcam/fused/transformer/{k}"], expected,
+                                   rtol=1e-4, atol=1e-6)
+        assert expected.abs().sum() > 0
+
+
+def test_tap_is_checked(conformer, x):
+    with pytest.raises(ValueError, match="unknown tap 'norm2'; accepted: residual, "
+                                         "attention_input"):
+        Explainer(conformer).explain(x, methods=("gradcam",), tap="norm2")
 
 
 def assert_matches_pytorch_grad_cam(conformer, x, explanation, cam_class, method, head, branch,
-                                    block):
+                                    block, tap="residual"):
     with Explainer(conformer) as explainer:
-        theirs = explainer.pytorch_grad_cam(cam_class, x, branch, block, head=head, target=TARGETS)
+        theirs = explainer.pytorch_grad_cam(cam_class, x, branch, block, head=head, target=TARGETS,
+                                            tap=tap)
     ours = explanation.maps[f"{method}/{head}/{branch}/{block}"].numpy()
     assert theirs.shape == ours.shape
     compared = 0
@@ -69,7 +119,7 @@ def cam_family(conformer, x):
     with Explainer(conformer) as explainer:
         return explainer.explain(x, target=TARGETS, head=("fused", "cnn", "transformer"),
                                  methods=("gradcam++", "layercam", "hirescam", "eigencam"),
-                                 blocks=[1, 6, 11])
+                                 blocks=[1, 6, 11], tap="attention_input")
 
 
 @pytest.mark.parametrize("method,cam_class", [("gradcam++", GradCAMPlusPlus),
@@ -80,7 +130,7 @@ def cam_family(conformer, x):
 def test_cam_family_matches_pytorch_grad_cam(conformer, x, cam_family, method, cam_class, head,
                                              branch, block):
     assert_matches_pytorch_grad_cam(conformer, x, cam_family, cam_class, method, head, branch,
-                                    block)
+                                    block, tap="attention_input")
 
 
 @pytest.mark.parametrize("branch,block", [("cnn", 1), ("cnn", 11), ("transformer", 6),
@@ -103,12 +153,19 @@ def test_eigencam_is_pytorch_grad_cams_projection_signed_by_the_mean_activation(
 
 @pytest.mark.parametrize("head,branch", [("cnn", "cnn"), ("transformer", "transformer"),
                                          ("cnn", "transformer"), ("transformer", "cnn")])
-@pytest.mark.parametrize("block", [1, 6, 11])
-def test_gradcam_matches_captum_layergradcam(conformer, x, explanation, head, branch, block):
-    with Explainer(conformer) as explainer, explainer.nchw_tap(branch, block) as layer:
+@pytest.mark.parametrize("block,tap", [(1, "residual"), (6, "residual"), (11, "residual"),
+                                       (12, "residual"), (6, "attention_input"),
+                                       (12, "attention_input")])
+def test_gradcam_matches_captum_layergradcam(conformer, x, explanation, attention_input, head,
+                                             branch, block, tap):
+    exp = explanation if tap == "residual" else attention_input
+    if block == 12 and (head, branch) == ("transformer", "cnn"):  # no gradient path (captum
+        assert torch.count_nonzero(exp.raw[f"gradcam/{head}/{branch}/{block}"]) == 0  # raises)
+        return
+    with Explainer(conformer) as explainer, explainer.nchw_tap(branch, block, tap) as layer:
         attribution = LayerGradCam(explainer.head_fn(head), layer).attribute(
             x, target=TARGETS, relu_attributions=True)
-    ours = explanation.raw[f"gradcam/{head}/{branch}/{block}"]
+    ours = exp.raw[f"gradcam/{head}/{branch}/{block}"]
     assert attribution.shape[1] == 1
     torch.testing.assert_close(ours, attribution[:, 0].detach(), rtol=1e-4, atol=1e-6)
     assert ours.abs().sum() > 0

@@ -43,7 +43,7 @@ def test_default_methods_give_every_documented_key(tiny_conformer, images):
 
 
 def test_features_equal_block_outputs(tiny_conformer, images):
-    exp = Explainer(tiny_conformer).explain(images, methods=("features",))
+    exp = Explainer(tiny_conformer).explain(images, methods=("features",), reduce="mean")
     with torch.no_grad():
         inter = tiny_conformer.forward_intermediates(images, intermediates_only=True)
     for k in (1, 6, 12):

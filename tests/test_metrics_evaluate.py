@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conformer_xai.metrics import evaluate, format_table
-from conformer_xai.metrics.evaluate import ROW_FIELDS
+from conformer_xai.metrics.evaluate import _METRICS, ROW_FIELDS
 from conformer_xai.models.conformer import Conformer
 from conformer_xai.synthetic import NUM_CLASSES
 
@@ -77,11 +77,20 @@ def test_part_shares_on_part_scenes_with_a_model_instance():
                       faithfulness="none", randomisation=False, batch_size=10, size=64)
     assert result["meta"]["n_part"] == 2          # labels 8 and 9 are the bird classes
     assert len(result["rows"]) == 2
+    shared = 0
     for row in result["rows"]:
         check_ranges(row)
         assert row["deletion_auc"] is None and row["randomisation_spearman"] is None
+        if row["part_share"] is None:  # every part scene's map constant: said, not hidden
+            assert row["n_constant"]["part_share"] == 2 and row["n_scored"]["part_share"] == 0
+            continue
         total = row["part_share"] + row["body_share"] + row["off_share"]
         assert math.isclose(total, 1.0, abs_tol=1e-5)
+        chance = row["chance"]
+        assert math.isclose(chance["part_share"] + chance["body_share"] + chance["off_share"],
+                            1.0, abs_tol=1e-5)
+        shared += 1
+    assert shared >= 1
 
 
 def test_bad_arguments_are_value_errors():
@@ -109,3 +118,74 @@ def test_new_methods_are_scored_with_the_rest():
     for key in [("lrp", "fused", None, None), ("transcam", None, "cnn", None),
                 ("integrated_gradients", "fused", None, None)]:
         assert rows[key]["deletion_auc"] is not None and rows[key]["insertion_auc"] is not None
+
+
+def test_every_score_reports_n_constant_maps_chance_and_interval(micro_result):
+    from conformer_xai.synthetic import SyntheticScenes
+
+    scenes = SyntheticScenes(4, seed=0, size=64, split="test")
+    area = sum(float(scenes[i]["object_mask"].float().mean()) for i in range(4)) / 4
+    for row in micro_result["rows"]:
+        assert isinstance(row["n"], int)
+        for name in ("n_scored", "n_constant", "chance", "ci95"):
+            assert set(row[name]) == set(_METRICS), name
+        assert row["chance"]["pointing_game"] == pytest.approx(area, abs=1e-5)
+        assert row["chance"]["energy_pointing_game"] == pytest.approx(area, abs=1e-5)
+        assert row["chance"]["randomisation_spearman"] == 0.0
+        for name in _METRICS:
+            ci = row["ci95"][name]
+            if row[name] is None or row["n_scored"][name] < 2:
+                continue
+            assert ci[0] <= row[name] + 1e-9 and row[name] <= ci[1] + 1e-9, (name, row)
+            assert 0 <= row["n_constant"][name] <= row["n"]
+        if row["deletion_auc"] is not None:
+            assert 0.0 <= row["chance"]["deletion_auc"] <= 1.0
+            assert 0.0 <= row["chance"]["insertion_auc"] <= 1.0
+    # the transformer head has no gradient path to CNN block 12: every map is constant (zero),
+    # a miss for the pointing game, left out of the randomisation similarity
+    [dead] = [r for r in micro_result["rows"] if (r["method"], r["head"], r["branch"],
+                                                  r["block"]) == ("gradcam", "transformer",
+                                                                  "cnn", 12)]
+    assert dead["n_constant"]["pointing_game"] == 4 and dead["pointing_game"] == 0.0
+    assert dead["n_scored"]["randomisation_spearman"] == 0
+    assert dead["randomisation_spearman"] is None
+
+
+def test_headless_maps_are_scored_under_their_own_branch_head(micro_result):
+    [rollout] = [r for r in micro_result["rows"] if r["method"] == "rollout"]
+    assert rollout["faithfulness_head"] == "transformer"
+    assert micro_result["meta"]["faithfulness_head_for_headless_maps"] == "own branch's head"
+    gradcam = [r for r in micro_result["rows"] if r["method"] == "gradcam" and r["block"] == 12]
+    assert all(r["faithfulness_head"] == r["head"] for r in gradcam)
+
+
+def test_cascade_runs_from_the_heads_down_to_the_stem(micro_result):
+    from conformer_xai.plot import cascade_figure
+
+    cascade = micro_result["cascade"]
+    assert cascade["layers"] == ["head"] + [f"block_{k}" for k in range(12, 0, -1)] + ["stem"]
+    assert cascade["n"] == 4
+    for key, curves in cascade["maps"].items():
+        assert len(curves["spearman"]) == len(curves["ssim"]) == 14, key
+    assert set(cascade["methods"]) == {"gradcam", "rollout"}
+    fig = cascade_figure(micro_result)
+    assert len(fig.axes[0].lines) == 2 + 1  # two methods and the zero line
+    with pytest.raises(ValueError, match="no cascade"):
+        cascade_figure({"rows": [], "cascade": None})
+
+
+def test_readme_tables_are_generated_from_the_json(micro_result, tmp_path, capsys):
+    from benchmarks.evaluate_tables import main
+
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"command": "evaluate", **micro_result}))
+    assert main([str(path), "--blocks", "12"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    body = lines[2:]
+    assert len(body) == len([r for r in micro_result["rows"] if r["block"] in (12, None)])
+    row = next(r for r in micro_result["rows"] if r["method"] == "rollout")
+    [line] = [ln for ln in body if "| rollout |" in ln]
+    assert f"{row['pointing_game']:.2f} [" in line and f"({row['chance']['deletion_auc']:.3f})" in line
+    assert main([str(path), "--cascade"]) == 0
+    cascade = capsys.readouterr().out
+    assert "block_12" in cascade and "| gradcam |" in cascade

@@ -69,7 +69,8 @@ def run_dataset(
     blocks: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
     heads: str | Sequence[str] | None = None,
     target: int | None = None,
-    reduce: str | int = "mean",
+    reduce: str | int | None = None,
+    tap: str = "residual",
     input_size: int | Sequence[int] | None = None,
     crop: bool = True,
     audio_config: Mapping[str, Any] | None = None,
@@ -118,8 +119,10 @@ def run_dataset(
         batch_size: Images per batch, also the store's chunk length. A resumed run keeps the
             batch size the store was created with (a warning says so when they differ).
         num_workers: DataLoader worker processes (0 = load in this process).
-        methods, blocks, heads, target, reduce: As :meth:`Explainer.explain` (heads = its
-            ``head``; target None = each image's top-1 class).
+        methods, blocks, heads, target, reduce, tap: As :meth:`Explainer.explain` (heads = its
+            ``head``; target None = each image's top-1 class; reduce None = its default). The
+            store's attributes record the tap and each map's geometry (stride and grid, see
+            :func:`conformer_xai.explain.result.upsample_grid`).
         input_size: Model input size (int or (height, width)); None = the model's data config.
         crop: Centre crop as timm's eval transform (default); False resizes each image to the
             input size exactly (non-square inputs such as spectrograms).
@@ -178,7 +181,7 @@ def run_dataset(
         summary, ms = _run_locked(
             input_dir, root, shard, paths, model, dev, world, rank,
             batch_size=batch_size, num_workers=num_workers, methods=methods, blocks=blocks,
-            heads=heads, target=target, reduce=reduce, input_size=input_size, crop=crop,
+            heads=heads, target=target, reduce=reduce, tap=tap, input_size=input_size, crop=crop,
             audio_config=audio_config, dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
             resume=resume, force=force, extend=extend, on_batch=on_batch)
     finally:
@@ -256,9 +259,11 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
     input_shape = tuple(int(s) for s in data_config["input_size"])
 
     from ..explain import Explainer
+    from ..explain.methods.features import DEFAULT_REDUCE
 
+    reduce = DEFAULT_REDUCE if opts["reduce"] is None else opts["reduce"]
     explain_kwargs = dict(target=opts["target"], head=opts["heads"], methods=opts["methods"],
-                          blocks=opts["blocks"], reduce=opts["reduce"],
+                          blocks=opts["blocks"], reduce=reduce, tap=opts["tap"],
                           autocast_dtype=opts["amp_dtype"], upsample=False)
     explainer = Explainer(model)
     try:
@@ -267,7 +272,7 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
         blocks = explainer._resolve_blocks(opts["blocks"], probe.meta["methods"])
         amp_dtype = opts["amp_dtype"]
         grids = {key: tuple(int(s) for s in r.shape[-2:]) for key, r in probe.raw.items()
-                 if not key.startswith("attention_heads/")}
+                 if not key.startswith(("attention_heads/", "feature_channels/"))}
         config = {
             "model_name": probe.model_name, "weights_sha256": fingerprint,
             "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
@@ -277,7 +282,8 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             **({"audio_config": _jsonable(dict(opts["audio_config"]))}
                if opts["audio_config"] else {}),
             "methods": list(probe.meta["methods"]), "blocks": blocks,
-            "heads": list(probe.heads), "target": opts["target"], "reduce": opts["reduce"],
+            "heads": list(probe.heads), "target": opts["target"], "reduce": reduce,
+            "tap": opts["tap"], "geometry": probe.meta["geometry"],
             "autocast_dtype": None if amp_dtype is None
             else str(amp_dtype).removeprefix("torch."),
             "map_dtype": opts["dtype"], "world_size": world, "rank": rank,

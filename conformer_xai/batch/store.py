@@ -2,7 +2,9 @@
 
 Layout of a store directory (one per process; ``<store>/shard-<rank>`` under ``torchrun``)::
 
-    zarr.json                   root group; attrs["conformer_xai"] = the run's configuration
+    zarr.json                   root group; attrs["conformer_xai"] = the run's configuration,
+                                including "tap" and "geometry" (map key -> stride and grid:
+                                upsample with conformer_xai.explain.result.upsample_grid)
     maps/<map key>              (N, h, w) maps at grid resolution, min-max normalised per image
                                 (float16 by default), chunked (batch, h, w)
     range/<map key>             (N, 2) float32: each image's raw minimum and maximum, so that

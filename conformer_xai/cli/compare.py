@@ -47,6 +47,11 @@ PUBLISHED_MODELS = ("resnet101", "deit_small_patch16_224", "conformer_small_patc
               help="Weights source for every model (default: each model's own).")
 @click.option("--out", type=click.Path(file_okay=False), default="conformer-xai-out",
               show_default=True, help="Output folder.")
+@click.option("--style", type=click.Choice(("overlay", "paper")), default="overlay",
+              show_default=True,
+              help="overlay: the mean feature map over the image (jet); paper: the paper's "
+                   "layout, two single-channel maps per model and depth, stand-alone, "
+                   "black-red-yellow, blocky cells.")
 @format_option
 @device_option
 @json_option
@@ -54,7 +59,8 @@ PUBLISHED_MODELS = ("resnet101", "deit_small_patch16_224", "conformer_small_patc
 @debug_option
 @report_errors
 def compare_command(image: str, models: tuple[str, ...] | None, weights: str | None, out: str,
-                    fmt: str, device: str, as_json: bool, force: bool, debug: bool) -> int:
+                    style: str, fmt: str, device: str, as_json: bool, force: bool,
+                    debug: bool) -> int:
     """Draw the paper's feature-map figure for IMAGE: a CNN, Conformer's CNN branch, a
     transformer, Conformer's transformer branch, at shallow and deep blocks.
 
@@ -97,7 +103,8 @@ def compare_command(image: str, models: tuple[str, ...] | None, weights: str | N
             raise CliRuntimeError(describe(exc)) from exc
         with Explainer(net) as explainer:
             try:
-                exp = explainer.explain(x.to(dev), methods=("features",))
+                exp = explainer.explain(x.to(dev), methods=("features",),
+                                        channels=2 if style == "paper" else 0)
             except ValueError as exc:
                 raise CliUsageError(f"{name}: {describe(exc)}") from exc
         exp.meta.update({"weights_source": net.weights_source, "input_kind": input_kind(path)})
@@ -107,13 +114,13 @@ def compare_command(image: str, models: tuple[str, ...] | None, weights: str | N
     for text in notes:
         note(text)
     try:
-        fig = paper_figure(display, explanations)
+        fig = paper_figure(display, explanations, style=style)
     except ValueError as exc:  # e.g. two CNN models: the figure has one column per role
         raise CliUsageError(f"--models: {describe(exc)}") from exc
     if notes:  # the figure itself says when its maps carry no meaning
         fig.supxlabel("\n".join(notes), fontsize=9, color=WARNING_COLOUR)
     fig.savefig(figure, format=fmt, dpi=150)
-    result = {"command": "compare", "input": str(path), "models": list(models),
+    result = {"command": "compare", "input": str(path), "models": list(models), "style": style,
               "weights": {n: e.meta["weights_source"] for n, e in explanations.items()},
               "notes": notes,
               "files": {"figure": str(figure), "summary": str(summary)},

@@ -37,6 +37,7 @@ from ._common import (
     resolve_device,
     weights_notes,
 )
+from ._map_options import reduce_option, tap_option
 from .report import check_report_out, write_report
 
 
@@ -71,6 +72,8 @@ def report_folder(store: Path) -> Path:
 @blocks_option
 @click.option("--head", "heads", type=CommaList(HEADS), default=None,
               help="Classifier heads of the gradient methods (default: fused, or the only one).")
+@tap_option
+@reduce_option
 @click.option("--input-size", type=InputSize(), default=None,
               help="Model input HxW (default: the model's data config).")
 @click.option("--no-crop", is_flag=True, help="Resize to --input-size without a centre crop.")
@@ -98,7 +101,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
                             audio_config: str | None, frames: int | None,
                             batch_size: int, num_workers: int,
                             methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
-                            heads: tuple[str, ...] | None, input_size: tuple[int, int] | None,
+                            heads: tuple[str, ...] | None, tap: str, reduce: str | int | None,
+                            input_size: tuple[int, int] | None,
                             no_crop: bool, dtype: str, bf16: bool, channels_last: bool,
                             no_resume: bool, extend: bool, report: bool, merge: bool,
                             device: str, force: bool, as_json: bool, debug: bool) -> int:
@@ -160,8 +164,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
                 directory, store, net, batch_size=batch_size, num_workers=num_workers,
                 methods=list(methods) if methods else None,
                 blocks=list(blocks) if blocks else None, heads=list(heads) if heads else None,
-                input_size=input_size, crop=not no_crop, audio_config=audio, device=dev,
-                dtype=dtype,
+                tap=tap, reduce=reduce, input_size=input_size, crop=not no_crop,
+                audio_config=audio, device=dev, dtype=dtype,
                 autocast_dtype="bfloat16" if bf16 else None, channels_last=channels_last,
                 resume=not no_resume, force=force, extend=extend)
     summary["weights_source"] = getattr(net, "weights_source", None)

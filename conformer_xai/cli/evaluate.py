@@ -12,22 +12,26 @@ from ._common import (
     HEADS,
     METHODS,
     WEIGHTS,
+    CliRuntimeError,
     CliUsageError,
     CommaList,
     api_errors,
     blocks_option,
     check_architecture,
     check_model_name,
+    check_overwrite,
     check_weights,
     debug_option,
     device_option,
     echo_json,
+    force_option,
     json_option,
     load_model,
     note,
     report_errors,
     resolve_device,
 )
+from ._map_options import reduce_option, tap_option
 
 FAITHFULNESS = ("last", "all", "none")
 
@@ -56,15 +60,29 @@ FAITHFULNESS = ("last", "all", "none")
               help="Seed of the scenes and of the randomised model.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per explanation pass.")
+@tap_option
+@reduce_option
+@click.option("--headless-head", type=click.Choice(("own", *HEADS)), default="own",
+              show_default=True,
+              help="Head that scores deletion/insertion of head-less maps (features, attention, "
+                   "rollout): own = the map's own branch's head.")
+@click.option("--cascade-n", type=click.IntRange(min=0), default=16, show_default=True,
+              help="Scenes of the cascading randomisation curve (0: none).")
+@click.option("--cascade-figure", type=click.Path(dir_okay=False), default=None,
+              help="Write the cascading randomisation curve (one line per method) here "
+                   "(.png, .pdf, .svg).")
 @device_option
+@force_option
 @json_option
 @debug_option
 @report_errors
 def evaluate_command(model: str, weights: str | None, checkpoint: str | None, n: int,
                      methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
                      heads: tuple[str, ...] | None,
-                     faithfulness: str, steps: int, seed: int, batch_size: int, device: str,
-                     as_json: bool, debug: bool) -> int:
+                     faithfulness: str, steps: int, seed: int, batch_size: int, tap: str,
+                     reduce: str | int | None, headless_head: str, cascade_n: int,
+                     cascade_figure: str | None, device: str, force: bool, as_json: bool,
+                     debug: bool) -> int:
     """Score the maps on N generated scenes whose object masks are known.
 
     Prints one row per method, head, branch and block: pointing game, energy pointing game,
@@ -82,6 +100,12 @@ def evaluate_command(model: str, weights: str | None, checkpoint: str | None, n:
                                 "no embedded weights")
         weights = "embedded"
     check_architecture(model)
+    if cascade_figure is not None:
+        from pathlib import Path
+
+        if cascade_n == 0:
+            raise CliUsageError("--cascade-figure needs --cascade-n > 0")
+        check_overwrite([Path(cascade_figure)], force)
     dev = resolve_device(device)
 
     from conformer_xai.metrics.evaluate import evaluate, format_table
@@ -102,7 +126,21 @@ def evaluate_command(model: str, weights: str | None, checkpoint: str | None, n:
     with api_errors(debug, runtime=(WeightsError,)):
         result = evaluate(subject, weights=weights, n=n, seed=seed, batch_size=batch_size,
                           faithfulness=faithfulness, steps=steps, device=dev,
-                          progress=sys.stderr.isatty(), **options)
+                          progress=sys.stderr.isatty(), tap=tap, reduce=reduce,
+                          headless_head=headless_head, cascade_n=cascade_n, **options)
+    from conformer_xai.explain.caveats import signed_tap_note
+
+    caveat = signed_tap_note(methods or (), ("transformer",))
+    if caveat and result["rows"] and any(r["branch"] == "transformer" for r in result["rows"]):
+        note(caveat)
+    if cascade_figure is not None and result.get("cascade"):
+        from conformer_xai.plot import cascade_figure as draw
+
+        try:
+            draw(result).savefig(cascade_figure)
+        except (OSError, ValueError) as exc:
+            raise CliRuntimeError(f"cannot write --cascade-figure {cascade_figure}: "
+                                  f"{exc}") from exc
     if as_json:
         echo_json({"command": "evaluate", **result})
     else:

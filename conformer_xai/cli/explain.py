@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from ._common import (
     weights_notes,
     write_json,
 )
+from ._map_options import reduce_option, tap_option
 from .report import check_report_out, write_report
 
 SCENE_NAME = re.compile(r"scene_\d+")
@@ -49,6 +51,20 @@ SCENE_NAME = re.compile(r"scene_\d+")
 
 EMBEDDED_ON_PHOTO = ("{model} (embedded weights) was trained only on synthetic scenes; on a photo "
                      "its predictions and maps carry no meaning")
+
+
+def run_caveat(net: Any, methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None
+               ) -> str | None:
+    """The signed-token-tap note of a run, printed once (not once per batch)."""
+    from conformer_xai.explain import Explainer
+    from conformer_xai.explain.caveats import signed_tap_note
+    from conformer_xai.explain.methods import DEFAULT_METHODS
+
+    try:
+        branches = Explainer(net).branches
+    except ValueError:
+        return None
+    return signed_tap_note(methods or DEFAULT_METHODS, branches)
 
 
 def input_kind(path: Path, array_as_image: bool = False) -> str:
@@ -227,6 +243,8 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
               help=f"Methods, comma-separated, from: {', '.join(METHODS)} (default: features, "
                    "attention, gradcam, rollout, grad_rollout where they apply).")
 @blocks_option
+@tap_option
+@reduce_option
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
@@ -250,8 +268,9 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
                     frames: int | None, input_size: tuple[int, int] | None, no_crop: bool,
                     labels: str | None, target: str | None, heads: tuple[str, ...] | None,
                     methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
-                    device: str, batch_size: int, out: str, fmt: str, save_arrays: bool,
-                    report: bool, as_json: bool, force: bool, debug: bool) -> int:
+                    tap: str, reduce: str | int | None, device: str, batch_size: int, out: str,
+                    fmt: str, save_arrays: bool, report: bool, as_json: bool, force: bool,
+                    debug: bool) -> int:
     """Explain images: per image a figure, a JSON summary and (--save-arrays) the maps.
 
     IMAGE_OR_FOLDER... are image files, raw arrays (.npy, .pt: fed as they are), audio files
@@ -305,9 +324,15 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
             raise CliUsageError(f"{where}{describe(exc)}") from exc
         options: dict[str, Any] = {
             "target": resolve_target(target, class_names, getattr(net, "num_classes", None)),
-            "blocks": list(blocks) if blocks else None}
+            "blocks": list(blocks) if blocks else None, "tap": tap}
+        if reduce is not None:
+            options["reduce"] = reduce
         if methods:
             options["methods"] = methods
+        caveat = run_caveat(net, methods, blocks)
+        if caveat:
+            notes.append(caveat)
+            note(caveat)
 
         batch_run = BatchRun(net=net, model=model, source=source, notes=notes, device=dev,
                              fmt=fmt, input_size=input_size, crop=not no_crop, force=force,
@@ -428,8 +453,12 @@ class BatchRun:
 
         x = torch.cat([item[1] for item in group]).to(self.device)
         t = time.perf_counter()
+        from conformer_xai.explain.caveats import SignedTapWarning
+
         try:
-            exp = explainer.explain(x, **options)
+            with warnings.catch_warnings():  # printed once as a note: line (run_caveat)
+                warnings.simplefilter("ignore", SignedTapWarning)
+                exp = explainer.explain(x, **options)
         except ValueError as exc:
             if self.debug:
                 raise
@@ -485,6 +514,7 @@ class BatchRun:
             "input": str(job.path), "model": self.model, "weights": self.source,
             "input_kind": exp.meta["input_kind"], "device": self.device,
             "input_size": list(exp.input_size), "heads": list(exp.heads),
+            "tap": exp.meta.get("tap"), "reduce": exp.meta.get("reduce"),
             "methods": exp.methods, "maps": exp.keys(),
             "target": {"index": target, "name": exp.class_name(target)},
             "predictions": predictions(exp), "notes": exp.meta["notes"],

@@ -5,23 +5,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..devices import resolve_dtype
 from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
+from .caveats import SignedTapWarning, signed_tap_note
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
-from .methods.features import check_reduce, reduce_channels
+from .methods.features import DEFAULT_REDUCE, check_reduce, reduce_channels, top_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
 from .methods.transcam import transcam
 from .own_pass import check_composite, run_own_passes
-from .result import Explanation, normalise_per_image
-from .taps import ModelAdapter, Tap, adapter_for
+from .result import Explanation, normalise_per_image, parse_key, upsample_grid
+from .taps import ModelAdapter, Tap, adapter_for, check_tap_kind
 
 __all__ = ["Explainer"]
 
@@ -101,9 +102,11 @@ class Explainer:
         head: str | Sequence[str] | None = None,
         methods: Sequence[str] | str | None = None,
         blocks: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
-        reduce: str | int = "mean",
+        reduce: str | int = DEFAULT_REDUCE,
+        tap: str = "residual",
         rollout_options: RolloutOptions | Mapping[str, Any] | None = None,
         attn_heads: bool = False,
+        channels: int = 0,
         autocast_dtype: torch.dtype | None = None,
         image: torch.Tensor | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
@@ -131,11 +134,21 @@ class Explainer:
                 about 50 passes each (:mod:`conformer_xai.explain.own_pass`).
             blocks: 1-based blocks for the per-block methods (the same for every branch, or a
                 mapping branch -> blocks); None = all.
-            reduce: Channel reduction of "features": "mean", "l2", "max" or a channel index.
+            reduce: Channel reduction of "features": "mean", "abs_mean", "l2", "max", "pca"
+                (first principal component, sign fixed) or a channel index.
+            tap: Where the gradient methods read a transformer block: "residual" (default; the
+                block's output tokens, and at the last block the block's input, whose output
+                patch tokens get no gradient) or "attention_input" (the block's ``norm1``
+                output). CNN taps are the same for both. ``meta["tap"]`` records it.
             rollout_options: :class:`RolloutOptions` or a dict with ``head_fusion``,
                 ``discard_ratio``, ``start_block``.
             attn_heads: Also keep every attention head's class-token row as
                 ``raw["attention_heads/transformer/<k>"]`` (B, A, h, w).
+            channels: With "features", also keep the ``channels`` single-channel maps of each
+                block chosen by :func:`~conformer_xai.explain.methods.features.top_channels`
+                (largest spatial standard deviation, per image) as
+                ``raw["feature_channels/<branch>/<k>"]`` (B, channels, h, w); their channel
+                indices go to ``meta["feature_channels"]``. What the paper-style figure shows.
             autocast_dtype: Run forward and backward under autocast (e.g. ``torch.bfloat16``);
                 maps are computed in float32.
             image: Optional display image(s) stored on the result for plotting.
@@ -160,6 +173,9 @@ class Explainer:
         rollout_options = _rollout_options(rollout_options)
         check_reduce(reduce)
         check_composite(lrp_composite)
+        check_tap_kind(tap)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
+            raise ValueError(f"channels must be an int >= 0, got {channels!r}")
         autocast_dtype = resolve_dtype(autocast_dtype)
         if meta is not None and not isinstance(meta, Mapping):
             raise ValueError(f"meta must be a mapping (dict), got {type(meta).__name__}")
@@ -171,15 +187,23 @@ class Explainer:
         feature_methods = [m for m in methods if m in ("features", "eigencam")]
         cam_methods = [m for m in methods if m in CAM_METHODS]
 
-        recorded: dict[int, torch.Tensor] = {}
-        wanted: dict[int, nn.Module] = {}
+        recorded: dict[Any, torch.Tensor] = {}
+        wanted: dict[Any, nn.Module] = {}
+        wanted_inputs: dict[Any, nn.Module] = {}
+        grad_keys: dict[tuple[str, int], Any] = {}
         for branch, ks in block_map.items():
             for k in ks:
-                tap = self.adapter.tap(branch, k)
+                t = self.adapter.tap(branch, k)
                 if feature_methods:
-                    wanted[id(tap.feature_module)] = tap.feature_module
+                    wanted[id(t.feature_module)] = t.feature_module
                 if cam_methods:
-                    wanted[id(tap.grad_module)] = tap.grad_module
+                    module, reads_input = t.gradient_source(tap)
+                    if reads_input:
+                        grad_keys[branch, k] = ("input", id(module))
+                        wanted_inputs[grad_keys[branch, k]] = module
+                    else:
+                        grad_keys[branch, k] = id(module)
+                        wanted[id(module)] = module
         if "transcam" in methods:
             last_cnn = self.adapter.tap("cnn", self.num_blocks("cnn")).feature_module
             wanted[id(last_cnn)] = last_cnn
@@ -187,7 +211,6 @@ class Explainer:
         # attention from the fused kernel's qkv (and proj input for its gradient) when the
         # module allows it; otherwise the explicit path's probabilities at attn_drop
         recompute = bool(attn_modules) and all(supports_recompute(a) for a in attn_modules)
-        wanted_inputs: dict[int, nn.Module] = {}
         for attn in attn_modules:
             if recompute:
                 wanted[id(attn.qkv)] = attn.qkv
@@ -206,10 +229,9 @@ class Explainer:
             with torch.set_grad_enabled(need_grads), amp:
                 logits = self.adapter.forward(x_in)
             target_t = self._resolve_target(target, logits, x.shape[0])
-            grads: dict[str, dict[int, torch.Tensor | None]] = {}
+            grads: dict[str, dict[Any, torch.Tensor | None]] = {}
             if need_grads:
-                grad_ids = [id(self.adapter.tap(b, k).grad_module)
-                            for b, ks in block_map.items() for k in ks] if cam_methods else []
+                grad_ids = list(grad_keys.values())
                 if "grad_rollout" in methods:
                     grad_ids += [id(m) for m in attn_grad_module]
                 grad_ids = list(dict.fromkeys(grad_ids))
@@ -225,21 +247,25 @@ class Explainer:
             logits = {h: v.detach().float() for h, v in logits.items()}
 
         raw: dict[str, torch.Tensor] = {}
+        chosen: dict[str, list[list[int]]] = {}
         grid = self._grid_fn(height, width)
         for branch, ks in block_map.items():
             for k in ks:
-                tap = self.adapter.tap(branch, k)
+                t = self.adapter.tap(branch, k)
                 if feature_methods:
-                    act = grid(tap, recorded[id(tap.feature_module)]).float()
+                    act = grid(t, recorded[id(t.feature_module)]).float()
                     if "features" in methods:
                         raw[f"features/{branch}/{k}"] = reduce_channels(act, reduce)
+                        if channels:
+                            key = f"feature_channels/{branch}/{k}"
+                            raw[key], chosen[key] = top_channels(act, channels)
                     if "eigencam" in methods:
                         raw[f"eigencam/{branch}/{k}"] = eigencam(act)
                 for m in cam_methods:
-                    act = grid(tap, recorded[id(tap.grad_module)]).float()
+                    act = grid(t, recorded[grad_keys[branch, k]]).float()
                     for h in heads:
-                        g = grads[h].get(id(tap.grad_module))
-                        g = torch.zeros_like(act) if g is None else grid(tap, g).float()
+                        g = grads[h].get(grad_keys[branch, k])
+                        g = torch.zeros_like(act) if g is None else grid(t, g).float()
                         raw[f"{m}/{h}/{branch}/{k}"] = CAM_METHODS[m](act, g)
         if need_attention:
             if recompute:
@@ -282,15 +308,21 @@ class Explainer:
                                                attns, (first.grid or self.adapter.token_grid)(
                                                    height, width), npt)
 
-        raw, maps = self._finish(raw, height, width, upsample)
+        raw, maps, geometry = self._finish(raw, height, width, upsample)
         flows, own_meta = {}, {}
         if any(METHODS[m].own_pass for m in methods):
             own_raw, own_maps, flows, own_meta = run_own_passes(
                 self, x, target_t, heads, methods, block_map, upsample, lrp_composite)
             raw.update(own_raw)
             maps.update(own_maps)
+            geometry.update(own_meta.pop("geometry"))
+        caveat = signed_tap_note(methods, [b for b, ks in block_map.items() if ks])
+        if caveat:
+            warnings.warn(caveat, SignedTapWarning, stacklevel=2)
         info = {"weights_source": getattr(self.model, "weights_source", None),
-                "family": self.family, "reduce": reduce,
+                "family": self.family, "reduce": reduce, "tap": tap, "geometry": geometry,
+                "caveats": [caveat] if caveat else [],
+                **({"feature_channels": chosen} if chosen else {}),
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
                 "attention_path": None if not need_attention
@@ -323,25 +355,29 @@ class Explainer:
 
         return HeadModule(self.adapter, self._resolve_heads(head)[0])
 
-    def nchw_tap(self, branch: str, block: int):
+    def nchw_tap(self, branch: str, block: int, tap: str = "residual"):
         """Context manager giving a module whose output is the tap in NCHW form (for captum).
 
-        Transformer taps are tokens; inside this context the tap's tokens are passed through an
-        identity module as a (B, D, h, w) map, so that captum's ``LayerGradCam`` (which reads
-        dim 1 as channels) works on it. CNN taps are returned as they are.
+        Transformer taps are tokens; inside this context the tap's tokens (those :meth:`explain`
+        reads with the same ``tap``) are passed through an identity module as a (B, D, h, w)
+        map, so that captum's ``LayerGradCam`` (which reads dim 1 as channels) works on it. CNN
+        taps are returned as they are.
         """
         from .interop import nchw_tap
 
-        return nchw_tap(self, branch, block)
+        return nchw_tap(self, branch, block, tap)
 
     def pytorch_grad_cam(self, method_class: type, x: torch.Tensor, branch: str, block: int,
                          head: str | None = None, target: int | Sequence[int] | None = None,
-                         **cam_kwargs: Any) -> np.ndarray:
-        """Run any pytorch-grad-cam method on one tap, head and target; returns (B, H, W)."""
+                         tap: str = "residual", **cam_kwargs: Any) -> np.ndarray:
+        """Run any pytorch-grad-cam method on one tap, head and target; returns (B, H, W).
+
+        ``tap`` is :meth:`explain`'s (the same tensor the engine's gradient methods read).
+        """
         from .interop import run_pytorch_grad_cam
 
         return run_pytorch_grad_cam(self, method_class, x, branch, block,
-                                    self._resolve_heads(head)[0], target, **cam_kwargs)
+                                    self._resolve_heads(head)[0], target, tap=tap, **cam_kwargs)
 
     # ------------------------------------------------------------------ internals
     def _model_name(self) -> str:
@@ -360,63 +396,46 @@ class Explainer:
         return grid
 
     def _finish(self, raw: dict[str, torch.Tensor], height: int, width: int,
-                upsample: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        """Crop padded cells, upsample (bilinear, align_corners=False), normalise per image.
+                upsample: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor],
+                                                dict[str, dict[str, list[int]]]]:
+        """Crop cells past the input, upsample each grid by its own stride, normalise per image.
 
-        Maps placed by their own stride (``adapter.cell_stride``; a Conformer in resize mode) are
-        NaN in ``maps`` where no grid cell covers the input (a token grid that floors), never
-        stretched over those pixels.
+        Returns the cropped raw grids, the maps and each key's geometry (``stride`` and
+        ``grid``, see :func:`conformer_xai.explain.result.upsample_grid`). Where no cell covers
+        an input pixel (a Conformer in ``size_mismatch="resize"`` mode, whose token grids floor)
+        the map is NaN, never stretched over those pixels.
         """
-        covered = self.adapter.covered_size(height, width) if self.adapter.covered_size else None
-        cropped, maps = {}, {}
+        cropped, maps, geometry = {}, {}, {}
+        uncovered = "nan" if self.adapter.uncovered_nan() else "edge"
         for key, r in raw.items():
-            gh, gw = r.shape[-2:]
-            stride = self._cell_stride(key)
+            info = parse_key(key)
+            stride = self.adapter.stride_of(info["branch"], info["block"])
             if stride is not None:
-                vh, vw = min(gh, math.ceil(height / stride)), min(gw, math.ceil(width / stride))
+                vh = min(r.shape[-2], math.ceil(height / stride[0]))
+                vw = min(r.shape[-1], math.ceil(width / stride[1]))
                 r = r[..., :vh, :vw]
-                up_size = (vh * stride, vw * stride)
-            elif covered is not None:
-                cell_h, cell_w = covered[0] / gh, covered[1] / gw
-                vh, vw = min(gh, math.ceil(height / cell_h)), min(gw, math.ceil(width / cell_w))
-                r = r[..., :vh, :vw]
-                up_size = (round(vh * cell_h), round(vw * cell_w))
-            else:
-                up_size = (height, width)
+                geometry[key] = {"stride": list(stride), "grid": [vh, vw]}
             cropped[key] = r
-            if not upsample or key.startswith("attention_heads/"):
+            if not upsample or key.startswith(("attention_heads/", "feature_channels/")):
                 continue
-            up = F.interpolate(r[:, None], size=up_size, mode="bilinear", align_corners=False)
-            up = up[:, 0, :height, :width]
-            if up.shape[-2:] != (height, width):  # pixels no cell covers: marked NaN
-                up = F.pad(up, (0, width - up.shape[-1], 0, height - up.shape[-2]),
-                           value=float("nan"))
-            maps[key] = normalise_per_image(up)
-        return cropped, maps
-
-    def _cell_stride(self, key: str) -> int | None:
-        """Pixels per cell of a raw map when the adapter places maps by stride, else None."""
-        if self.adapter.cell_stride is None:
-            return None
-        parts = key.split("/")
-        if parts[-1].isdigit():
-            return self.adapter.cell_stride(parts[-2], int(parts[-1]))
-        return self.adapter.cell_stride(parts[-1], 1)  # rollouts: the first block's grid
+            maps[key] = normalise_per_image(upsample_grid(r, (height, width), stride,
+                                                          uncovered=uncovered))
+        return cropped, maps, geometry
 
     @contextlib.contextmanager
-    def _recording(self, wanted: dict[int, nn.Module], store: dict[int, torch.Tensor],
-                   wanted_inputs: dict[int, nn.Module] | None = None) -> Iterator[None]:
+    def _recording(self, wanted: dict[Any, nn.Module], store: dict[Any, torch.Tensor],
+                   wanted_inputs: dict[Any, nn.Module] | None = None) -> Iterator[None]:
         """Record the output of each module in ``wanted`` (the first input of each module in
         ``wanted_inputs``) into ``store`` under the given key."""
         handles = []
 
-        def make_hook(key: int):
+        def make_hook(key: Any):
             def hook(module: nn.Module, args: Any, output: Any) -> None:
                 store[key] = output[0] if isinstance(output, tuple) else output
 
             return hook
 
-        def make_pre_hook(key: int):
+        def make_pre_hook(key: Any):
             def pre_hook(module: nn.Module, args: Any) -> None:
                 store[key] = args[0]
 

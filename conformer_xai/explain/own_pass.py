@@ -39,7 +39,8 @@ def run_own_passes(explainer: Explainer, x: torch.Tensor, target: torch.Tensor,
                    heads: Sequence[str], methods: Sequence[str],
                    blocks: Mapping[str, Sequence[int]], upsample: bool,
                    lrp_composite: str = "epsilon") -> tuple[Maps, Maps, Flows, dict[str, Any]]:
-    """Raw maps, maps, branch flows (``lrp`` on a Conformer) and metadata of those methods."""
+    """Raw maps, maps, branch flows (``lrp`` on a Conformer) and metadata of those methods
+    (``geometry`` of the per-tap maps among them)."""
     height, width = x.shape[-2:]
     pixel: dict[str, torch.Tensor] = {}
     taps: dict[str, torch.Tensor] = {}
@@ -60,10 +61,11 @@ def run_own_passes(explainer: Explainer, x: torch.Tensor, target: torch.Tensor,
         wanted = [m for m in methods if m in ("integrated_gradients", "smoothgrad")]
         if wanted:
             pixel.update(input_attributions(explainer.head_fn, x, target, heads, wanted))
-    raw, _ = explainer._finish(taps, height, width, upsample=False)
+    raw, _, meta["geometry"] = explainer._finish(taps, height, width, upsample=False)
     maps: dict[str, torch.Tensor] = {}
     if upsample:
-        _, maps = explainer._finish({k: v.clamp_min(0) for k, v in taps.items()}, height, width)
+        _, maps, _ = explainer._finish({k: v.clamp_min(0) for k, v in taps.items()}, height,
+                                       width)
         maps.update({k: normalise_per_image(v.clamp_min(0)) for k, v in pixel.items()})
     raw.update(pixel)
     return raw, maps, flows, meta

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,13 +12,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["Explanation", "parse_key", "normalise_per_image", "upsample"]
+__all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "upsample",
+           "upsample_grid"]
 
 #: The ``format`` field of the JSON sidecar :meth:`Explanation.save` writes.
 SAVE_FORMAT = "conformer-xai explanation v1"
 GRADIENT_KEY_PARTS = 4  # <method>/<head>/<branch>/<k>
 #: Methods whose keys carry no classifier head: <method>/<branch>/<k>.
-HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam", "transcam")
+HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam", "transcam",
+                    "feature_channels")
 #: Methods with an input-resolution map per head: <method>/<head> (and, for LRP, per-tap maps
 #: <method>/<head>/<branch>/<k>).
 INPUT_METHODS = ("lrp", "attnlrp", "integrated_gradients", "smoothgrad")
@@ -46,18 +48,69 @@ def parse_key(key: str) -> dict[str, Any]:
     raise ValueError(f"not a map key: {key!r}")
 
 
-def normalise_per_image(maps: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0.
-
-    NaN pixels (input no grid cell covers) are ignored and stay NaN.
-    """
-    flat = maps.flatten(1)
+def _range(flat: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(lo, span, varies)`` per row of (B, N) maps, NaN entries ignored: a row varies when
+    its span is non-zero relative to its magnitude (``span > rtol * max|map|``)."""
     nan = torch.isnan(flat)
     lo = flat.masked_fill(nan, float("inf")).min(dim=1, keepdim=True).values
     hi = flat.masked_fill(nan, float("-inf")).max(dim=1, keepdim=True).values
+    finite = torch.isfinite(lo) & torch.isfinite(hi)  # False for an all-NaN row
+    lo, hi = torch.where(finite, lo, 0.0), torch.where(finite, hi, 0.0)
     span = hi - lo
-    out = torch.where(span > eps, (flat - lo) / span.clamp_min(eps), torch.zeros_like(flat))
-    return out.masked_fill(nan, float("nan")).view_as(maps)
+    varies = finite & (span > rtol * torch.maximum(hi.abs(), lo.abs())) & (span > 0)
+    return lo, span, varies
+
+
+def normalise_per_image(maps: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """Min-max normalise each (H, W) map of a (B, H, W) batch to [0, 1]; constant maps become 0.
+
+    Scale-free: a map is constant only when its span is zero relative to its magnitude
+    (``span <= rtol * max|map|``, which includes an all-zero map), so that multiplying a model's
+    logits (or a map) by any positive factor leaves the normalised map unchanged (within float32
+    range). ``rtol`` sits above float32 rounding, so a map that is constant up to rounding stays
+    constant. NaN pixels (input no grid cell covers) are ignored and stay NaN.
+    """
+    flat = maps.flatten(1).float()
+    lo, span, varies = _range(flat, rtol)
+    out = torch.where(varies, (flat - lo) / torch.where(varies, span, torch.ones_like(span)),
+                      torch.zeros_like(flat))
+    return out.masked_fill(torch.isnan(flat), float("nan")).view_as(maps)
+
+
+def is_constant(maps: torch.Tensor, rtol: float = 1e-6) -> torch.Tensor:
+    """(B,) bool: which maps of a (B, ...) batch are constant in :func:`normalise_per_image`'s
+    sense (span zero relative to magnitude; NaN pixels ignored, an all-NaN map is constant)."""
+    return ~_range(maps.flatten(1).float(), rtol)[2][:, 0]
+
+
+def upsample_grid(raw: torch.Tensor, size: tuple[int, int],
+                  stride: tuple[int, int] | Sequence[int] | None,
+                  uncovered: str = "edge") -> torch.Tensor:
+    """Upsample (B, h, w) grids to the input ``size`` (H, W) by the grid's own stride.
+
+    Cell ``i`` covers input rows ``[i * stride, (i + 1) * stride)`` (its centre at
+    ``(i + 0.5) * stride``): the grid is upsampled bilinearly (align_corners=False) to
+    ``(h * stride_h, w * stride_w)``, then cropped to ``size``; input rows past the last cell
+    (a ViT whose patches do not tile the input) repeat the edge, or are NaN with
+    ``uncovered="nan"`` (a Conformer in ``size_mismatch="resize"`` mode, where no token covers
+    them). ``stride=None`` resizes the
+    grid to ``size`` (the convention of pytorch-grad-cam). The stride and grid of every map are
+    in ``Explanation.meta["geometry"]`` and in a dataset store's attributes.
+    """
+    if stride is None:
+        up = F.interpolate(raw[:, None].float(), size=tuple(size), mode="bilinear",
+                           align_corners=False)
+        return up[:, 0]
+    height, width = size
+    gh, gw = raw.shape[-2:]
+    up = F.interpolate(raw[:, None].float(), size=(gh * int(stride[0]), gw * int(stride[1])),
+                       mode="bilinear", align_corners=False)[:, :, :height, :width]
+    pad_h, pad_w = height - up.shape[-2], width - up.shape[-1]
+    if pad_h > 0 or pad_w > 0:
+        pad = (0, max(pad_w, 0), 0, max(pad_h, 0))
+        up = (F.pad(up, pad, value=float("nan")) if uncovered == "nan"
+              else F.pad(up, pad, mode="replicate"))
+    return up[:, 0]
 
 
 def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] | None = None
@@ -66,6 +119,7 @@ def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] |
 
     When the grid covers a padded extent ``padded`` (H', W') >= ``size``, the grid is upsampled to
     the padded extent and the padding is cropped away, so map pixels stay aligned with the input.
+    Prefer :func:`upsample_grid` with the map's stride from ``meta["geometry"]``.
     """
     target = padded or size
     up = F.interpolate(raw[:, None].float(), size=target, mode="bilinear", align_corners=False)
@@ -88,7 +142,9 @@ class Explanation:
         model_name: Registered name of the model (or its class name).
         class_names: Optional class names, indexable by class index.
         image: Optional ``(B, H, W, C)`` display image in [0, 1] (what the model saw).
-        meta: Free-form metadata (weights source, options).
+        meta: Metadata: weights source and options, ``tap`` (where transformer gradient maps
+            read), and ``geometry``: ``key -> {"stride": [sh, sw], "grid": [h, w]}``, the input
+            pixels per cell of each raw grid (pass it to :func:`upsample_grid`).
         flows: ``head -> rows`` of the Conformer's branch-flow table when ``lrp`` was computed:
             one row per block with the fields of :data:`conformer_xai.explain.lrp.FLOW_FIELDS`,
             each value a list with one float per image (``block`` an int).

@@ -6,20 +6,33 @@ and the token layout. The explainer only ever talks to an adapter.
 | family    | branch      | block k (features)                          | block k (gradients)     |
 |-----------|-------------|---------------------------------------------|-------------------------|
 | conformer | cnn         | k=1 ``conv_1``; k>=2 ``conv_trans_k.fusion_block`` | same             |
-| conformer | transformer | ``trans_1`` / ``conv_trans_k.trans_block``  | that block's ``norm1``  |
+| conformer | transformer | ``trans_1`` / ``conv_trans_k.trans_block``  | see below               |
 | resnet    | cnn         | the k-th bottleneck/basic block in order    | same                    |
-| vit       | transformer | ``blocks[k-1]``                             | ``blocks[k-1].norm1``   |
+| vit       | transformer | ``blocks[k-1]``                             | see below               |
+
+Transformer gradient taps (:data:`TAP_KINDS`): ``"residual"`` (default) reads the block's output
+tokens, except at the last block, where it reads the block's *input* (for Conformer after the
+FCU-down sum), because the last block's output patch tokens get no gradient from a head reading
+the class token; ``"attention_input"`` reads the block's ``norm1`` output (the attention path's
+input) at every block.
+
+Every tap knows its stride in input pixels (:attr:`Tap.stride`): a grid cell ``i`` covers input
+rows ``[i * stride, (i + 1) * stride)``; grids that extend past the input (padding) are cropped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["Tap", "ModelAdapter", "adapter_for", "SUPPORTED_FAMILIES"]
+__all__ = ["Tap", "ModelAdapter", "adapter_for", "SUPPORTED_FAMILIES", "TAP_KINDS"]
+
+#: Where transformer gradient methods read a block (see the module docstring).
+TAP_KINDS = ("residual", "attention_input")
 
 SUPPORTED_FAMILIES = ("conformer (conformer_xai.models.Conformer)",
                       "resnet (timm.models.resnet.ResNet)",
@@ -40,6 +53,9 @@ class Tap:
         grid: ``(H, W) -> (rows, cols)`` of this tap's token grid, when it has its own (a
             Conformer in ``size_mismatch="resize"`` mode changes the grid between stages);
             None uses the adapter's ``token_grid``.
+        stride: ``(rows, cols)`` input pixels per grid cell, or None when unknown (maps are
+            then resized to the input size).
+        last: True for the last block of its branch.
     """
 
     branch: str
@@ -49,6 +65,30 @@ class Tap:
     tokens: bool
     attention: nn.Module | None = None
     grid: Callable[[int, int], tuple[int, int]] | None = None
+    stride: tuple[int, int] | None = None
+    last: bool = False
+
+    def gradient_source(self, kind: str = "residual") -> tuple[nn.Module, bool]:
+        """``(module, reads_input)`` the gradient methods read for a tap kind.
+
+        ``reads_input`` is True when the tap is the module's first input rather than its
+        output (the residual tap of a transformer's last block).
+
+        Raises:
+            ValueError: ``kind`` is not one of :data:`TAP_KINDS`.
+        """
+        check_tap_kind(kind)
+        if not self.tokens:
+            return self.grad_module, False
+        if kind == "attention_input":
+            return self.grad_module, False
+        return self.feature_module, self.last
+
+
+def check_tap_kind(kind: str) -> None:
+    """Raise ValueError unless ``kind`` is one of :data:`TAP_KINDS`."""
+    if kind not in TAP_KINDS:
+        raise ValueError(f"unknown tap {kind!r}; accepted: {', '.join(TAP_KINDS)}")
 
 
 @dataclass
@@ -66,9 +106,9 @@ class ModelAdapter:
         token_grid: ``(H, W) -> (rows, cols)`` of the patch-token grid.
         covered_size: ``(H, W) -> (H', W')`` input extent a grid covers (padding included), or
             None when maps are simply resized to the input size.
-        cell_stride: ``(branch, block) -> pixels per grid cell`` when maps must be placed by
-            their own stride (a Conformer in ``size_mismatch="resize"`` mode: grids then cover
-            different extents, and input pixels beyond a grid are not covered); None otherwise.
+        uncovered_nan: ``() -> bool``: True when input pixels past a grid's last cell are no
+            token's (a Conformer in ``size_mismatch="resize"`` mode, whose grids floor): maps
+            are then NaN there instead of repeating the edge.
     """
 
     family: str
@@ -80,7 +120,7 @@ class ModelAdapter:
     num_prefix_tokens: int = 0
     token_grid: Callable[[int, int], tuple[int, int]] | None = None
     covered_size: Callable[[int, int], tuple[int, int]] | None = None
-    cell_stride: Callable[[str, int], int | None] | None = None
+    uncovered_nan: Callable[[], bool] = lambda: False
 
     input_hw: tuple[int, int] | None = None
 
@@ -96,6 +136,18 @@ class ModelAdapter:
     @property
     def attention_modules(self) -> list[nn.Module]:
         return [t.attention for t in self.taps.get("transformer", []) if t.attention is not None]
+
+    def token_stride(self) -> tuple[int, int] | None:
+        """Input pixels per patch token (rollout and gradient-rollout grids), or None."""
+        taps = [t for t in self.taps.get("transformer", []) if t.stride is not None]
+        return taps[0].stride if taps else None
+
+    def stride_of(self, branch: str, block: int | None) -> tuple[int, int] | None:
+        """Stride of a map's grid: the tap's, or for block-less maps (rollouts, TransCAM),
+        which lie on the (first block's) token grid, the token stride."""
+        if block is None:
+            return self.token_stride()
+        return self.tap(branch, block).stride
 
     def tap(self, branch: str, block: int) -> Tap:
         """The tap of ``branch`` at 1-based ``block`` (ValueError naming the valid range)."""
@@ -136,19 +188,36 @@ def adapter_for(model: nn.Module) -> ModelAdapter:
                      f"this model family; supported: {'; '.join(SUPPORTED_FAMILIES)}")
 
 
+def _conv_stride(module: nn.Module) -> int:
+    """The largest stride of any convolution or pooling inside ``module`` (1 when none)."""
+    strides = [1]
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            s = m.stride if isinstance(m.stride, int) else m.stride[0]
+            strides.append(int(s))
+    return max(strides)
+
+
 def _conformer_adapter(model) -> ModelAdapter:
-    cnn = [Tap("cnn", k, model.cnn_block_module(k), model.cnn_block_module(k), False)
-           for k in range(1, model.depth + 1)]
+    depth = model.depth
+    stride = _conv_stride(model.conv1) * _conv_stride(model.maxpool)  # the stem
+    token = stride * _conv_stride(model.trans_patch_conv)
+    cnn = []
+    for k in range(1, depth + 1):
+        module = model.cnn_block_module(k)
+        if k == 1:
+            stride *= _conv_stride(module)
+        else:
+            stride *= _conv_stride(getattr(model, f"conv_trans_{k}").cnn_block)
+            stride *= _conv_stride(module)
+        cnn.append(Tap("cnn", k, module, module, False, stride=(stride, stride),
+                       last=k == depth))
     trans = []
-    for k in range(1, model.depth + 1):
+    for k in range(1, depth + 1):
         block = model.trans_block_module(k)
         trans.append(Tap("transformer", k, block, block.norm1, True, block.attn,
-                         grid=lambda h, w, k=k: model.token_grid(h, w, k)))
-
-    def cell_stride(branch: str, block: int) -> int | None:
-        if model.size_mismatch != "resize":
-            return None
-        return model.patch_size if branch == "transformer" else model.cnn_stride(block)
+                         grid=lambda h, w, k=k: model.token_grid(h, w, k),
+                         stride=(token, token), last=k == depth))
 
     def forward_heads(x: torch.Tensor) -> dict[str, torch.Tensor]:
         c, t = model.forward_branches(x)
@@ -158,13 +227,20 @@ def _conformer_adapter(model) -> ModelAdapter:
         family="conformer", model=model, taps={"cnn": cnn, "transformer": trans},
         heads=("fused", "cnn", "transformer"), forward_heads=forward_heads,
         patch_size=model.patch_size, num_prefix_tokens=1, token_grid=model.token_grid,
-        covered_size=model.padded_input_size, cell_stride=cell_stride)
+        covered_size=model.padded_input_size,
+        uncovered_nan=lambda: model.size_mismatch == "resize")
 
 
 def _resnet_adapter(model) -> ModelAdapter:
-    blocks = [b for name in ("layer1", "layer2", "layer3", "layer4")
-              for b in getattr(model, name).children()]
-    cnn = [Tap("cnn", k, b, b, False) for k, b in enumerate(blocks, start=1)]
+    reduction = {info.get("module"): info.get("reduction")
+                 for info in getattr(model, "feature_info", None) or []}
+    cnn = []
+    for name in ("layer1", "layer2", "layer3", "layer4"):
+        r = reduction.get(name)
+        for b in getattr(model, name).children():
+            cnn.append(Tap("cnn", len(cnn) + 1, b, b, False,
+                           stride=None if r is None else (int(r), int(r))))
+    cnn[-1] = dataclasses.replace(cnn[-1], last=True)
     return ModelAdapter(family="resnet", model=model, taps={"cnn": cnn}, heads=("cnn",),
                         forward_heads=lambda x: {"cnn": model(x)})
 
@@ -174,10 +250,11 @@ def _vit_adapter(model) -> ModelAdapter:
                                                                          True):
         raise ValueError("cannot explain a VisionTransformer without a class token read by the "
                          "head; supported: timm ViT/DeiT with global_pool='token'")
-    trans = [Tap("transformer", k, b, b.norm1, True, b.attn)
-             for k, b in enumerate(model.blocks, start=1)]
     patch = model.patch_embed.patch_size
     ph, pw = (patch, patch) if isinstance(patch, int) else patch
+    trans = [Tap("transformer", k, b, b.norm1, True, b.attn, stride=(ph, pw),
+                 last=k == len(model.blocks))
+             for k, b in enumerate(model.blocks, start=1)]
 
     def token_grid(height: int, width: int) -> tuple[int, int]:
         if getattr(model.patch_embed, "dynamic_img_pad", False):

@@ -22,7 +22,8 @@ FAITHFULNESS_CHOICES = ("last", "all", "none")
 ROW_FIELDS = (
     "method", "head", "branch", "block", "pointing_game", "energy_pointing_game",
     "part_share", "body_share", "off_share", "deletion_auc", "insertion_auc",
-    "randomisation_spearman", "randomisation_ssim", "n", "ci95",
+    "randomisation_spearman", "randomisation_ssim", "n", "n_scored", "n_constant", "chance",
+    "ci95", "faithfulness_head",
 )
 
 _METRICS = ROW_FIELDS[4:13]
@@ -43,6 +44,11 @@ def evaluate(
     randomisation: bool = True,
     size: int = 128,
     progress: bool = False,
+    tap: str = "residual",
+    reduce: str | int | None = None,
+    headless_head: str = "own",
+    cascade_n: int | None = 16,
+    bootstrap: int = 1000,
 ) -> dict[str, Any]:
     """Score the explainer's maps on ``n`` generated scenes whose object and part masks are known.
 
@@ -54,11 +60,20 @@ def evaluate(
     * part / body / off shares of the map's energy (on the part-and-body classes only);
     * deletion and insertion AUC (Petsiuk et al. 2018), on the last block of each branch and on
       rollout and gradient rollout by default (``faithfulness``); the probability comes from the
-      map's own head, or from the model's default head (fused for Conformer) for maps without one
-      (features, attention, rollout);
+      map's own head; maps without one (features, attention, rollout) are scored under their own
+      branch's head (``headless_head="own"``: the CNN head for CNN maps, the transformer head
+      for transformer maps and rollout), or under the head ``headless_head`` names;
     * randomisation similarity (Adebayo et al. 2018): Spearman correlation and SSIM between the
       map and the same map from a copy of the model with every layer re-initialised (the end of
-      the cascade of :func:`conformer_xai.metrics.randomisation_test`).
+      the cascade), and the cascade itself (heads first, then the blocks from the last to the
+      first, then the stem) on the first ``cascade_n`` scenes.
+
+    Every score comes with ``n_scored`` (the images it averages), ``n_constant`` (maps that
+    were constant, e.g. all zero, or NaN: the pointing game counts them as misses, the
+    randomisation Spearman, undefined for them, leaves them out), ``chance`` (pointing game and
+    energy pointing game: the object's area share; part/body/off: their area shares;
+    deletion/insertion: the AUC of a uniformly random map under the same head; randomisation
+    Spearman: 0) and ``ci95`` (a percentile bootstrap interval of the mean over images).
 
     Args:
         model_name: A registered model name (loaded with :func:`conformer_xai.load_model`), or a
@@ -69,28 +84,41 @@ def evaluate(
         methods: Methods to run (default: the explainer's defaults that apply to the model).
         blocks: 1-based blocks of the per-block methods (default: all).
         heads: Classifier heads of the gradient methods (default: every head of the model).
-        seed: Seed of the scenes and of the re-initialisation.
+        seed: Seed of the scenes, of the re-initialisation, the random maps and the bootstrap.
         batch_size: Images per explanation pass, and perturbed images per forward pass.
         device: Torch device.
         steps: Steps of the deletion and insertion curves.
         faithfulness: "last" (last block of each branch, and rollout), "all" maps, or "none".
-        randomisation: Compute the randomisation similarity (one more explanation pass).
+        randomisation: Compute the randomisation similarity and the cascade.
         size: Scene side in pixels (a multiple of 32).
         progress: Show a progress bar on stderr.
+        tap: Transformer gradient tap (:meth:`Explainer.explain`).
+        reduce: Channel reduction of the feature maps (None: the explainer's default).
+        headless_head: "own" or a head name: the head that scores head-less maps' deletion
+            and insertion.
+        cascade_n: Scenes of the cascading randomisation (None or 0: no cascade).
+        bootstrap: Bootstrap resamples of the 95 % intervals.
 
     Returns:
-        ``{"rows": [...], "meta": {...}}``, JSON-serialisable. Each row has the fields of
-        :data:`ROW_FIELDS`: means over the images (the shares over part-and-body images only);
-        ``None`` where a value was not computed or is undefined; and ``ci95``: per metric, a 95 %
-        bootstrap interval of that mean over the images (percentile, 1000 resamples), or None.
+        ``{"rows": [...], "cascade": {...} or None, "meta": {...}}``, JSON-serialisable. Each row
+        has the fields of :data:`ROW_FIELDS`: means over the images (the shares over
+        part-and-body images only), ``None`` where a value was not computed or is undefined;
+        ``n`` (scenes explained), and ``n_scored``, ``n_constant``, ``chance`` and ``ci95``
+        keyed by score name. The cascade has ``layers`` (the groups in randomisation order),
+        ``n``, and per map key and per method a Spearman and an SSIM curve (one value per
+        layer group, each a mean over the cascade's scenes).
 
     Raises:
         ValueError: Bad arguments, or a model whose classes are not the synthetic scenes'.
     """
+    import warnings
+
     import torch
 
     from ..explain import Explainer
-    from ..explain.result import parse_key
+    from ..explain.caveats import SignedTapWarning
+    from ..explain.methods.features import DEFAULT_REDUCE
+    from ..explain.result import is_constant, parse_key
     from ..synthetic import CLASS_NAMES, NUM_CLASSES, SyntheticScenes
     from .agreement import spearman, ssim
     from .faithfulness import deletion_auc, insertion_auc
@@ -99,6 +127,7 @@ def evaluate(
     from .sanity import randomised_copy
 
     _check_args(n, batch_size, steps, faithfulness, seed)
+    cascade_n = min(int(cascade_n or 0), n) if randomisation else 0
     device = torch.device(device)
     model = _load(model_name, weights, device)
     classes = getattr(model, "num_classes", NUM_CLASSES)
@@ -111,21 +140,38 @@ def evaluate(
     scenes = SyntheticScenes(n, seed=seed, size=size, split="test")
     random_model = randomised_copy(model, seed=seed) if randomisation else None
 
-    explain_kwargs: dict[str, Any] = {"methods": methods, "blocks": blocks}
+    explain_kwargs: dict[str, Any] = {"methods": methods, "blocks": blocks, "tap": tap,
+                                      "reduce": DEFAULT_REDUCE if reduce is None else reduce}
     values: dict[str, dict[str, list[torch.Tensor]]] = {}
+    flags: dict[str, dict[str, list[torch.Tensor]]] = {}
+    chance: dict[str, dict[str, list[torch.Tensor]]] = {}
     correct: dict[str, int] = {}
     n_part = 0
+    noise = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
     batches = range(0, n, batch_size)
     if progress:
         from tqdm import tqdm
 
         batches = tqdm(batches, desc=f"evaluate {model_label}", unit="batch", disable=None)
-    with Explainer(model, class_names=list(CLASS_NAMES)) as explainer:
+    with Explainer(model, class_names=list(CLASS_NAMES)) as explainer, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", SignedTapWarning)
         head_names = tuple(heads) if heads is not None else explainer.heads
+        if headless_head != "own" and headless_head not in explainer.heads:
+            raise ValueError(f"headless_head must be 'own' or one of "
+                             f"{', '.join(explainer.heads)}, got {headless_head!r}")
         explain_kwargs["head"] = head_names
-        default_head = explainer.default_head
         last_block = {b: explainer.num_blocks(b) for b in explainer.branches}
+
+        def score_head(info: dict[str, Any]) -> str:
+            if info["head"] is not None:
+                return info["head"]
+            if headless_head != "own":
+                return headless_head
+            return info["branch"] if info["branch"] in explainer.heads else \
+                explainer.default_head
+
         for lo in batches:
             items = [scenes[i] for i in range(lo, min(lo + batch_size, n))]
             x = torch.stack([it["image"] for it in items]).to(device)
@@ -143,34 +189,75 @@ def evaluate(
             if random_model is not None:
                 with Explainer(random_model) as rex:
                     random_maps = rex.explain(x, target=labels, **explain_kwargs).maps
+            ones = torch.ones(obj.shape, device=device)
+            area = energy_pointing_game(ones, obj, normalise=False)
+            area_shares = (part_body_off_shares(ones[has_part], obj[has_part], part[has_part],
+                                                normalise=False)
+                           if bool(has_part.any()) else None)
+            random_auc: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
             for key, maps in exp.maps.items():
                 info = parse_key(key)
                 acc = values.setdefault(key, {name: [] for name in _METRICS})
-                acc["pointing_game"].append(pointing_game(maps, obj))
-                acc["energy_pointing_game"].append(energy_pointing_game(maps, obj))
-                if bool(has_part.any()):
-                    shares = part_body_off_shares(maps[has_part], obj[has_part], part[has_part])
-                    acc["part_share"].append(shares.part)
-                    acc["body_share"].append(shares.body)
-                    acc["off_share"].append(shares.off)
-                if _wants_faithfulness(faithfulness, info, last_block):
-                    score_fn = explainer.head_fn(info["head"] or default_head)
-                    acc["deletion_auc"].append(deletion_auc(
-                        score_fn, x, maps, labels, steps=steps, batch_size=batch_size))
-                    acc["insertion_auc"].append(insertion_auc(
-                        score_fn, x, maps, labels, steps=steps, batch_size=batch_size))
-                if key in random_maps:
-                    acc["randomisation_spearman"].append(spearman(maps, random_maps[key]))
-                    acc["randomisation_ssim"].append(ssim(maps, random_maps[key]))
+                flat = flags.setdefault(key, {name: [] for name in _METRICS})
+                base = chance.setdefault(key, {name: [] for name in _METRICS})
+                constant = is_constant(maps)
 
+                def add(name: str, value: torch.Tensor, const: torch.Tensor,
+                        level: torch.Tensor | None, acc: dict = acc, flat: dict = flat,
+                        base: dict = base) -> None:
+                    acc[name].append(value.float().cpu().reshape(-1))
+                    flat[name].append(const.cpu().reshape(-1))
+                    if level is not None:
+                        base[name].append(level.float().cpu().reshape(-1))
+
+                add("pointing_game", pointing_game(maps, obj), constant, area)
+                add("energy_pointing_game", energy_pointing_game(maps, obj), constant, area)
+                if area_shares is not None:
+                    shares = part_body_off_shares(maps[has_part], obj[has_part], part[has_part])
+                    for name, value, level in zip(("part_share", "body_share", "off_share"),
+                                                  shares, area_shares):
+                        add(name, value, constant[has_part], level)
+                if _wants_faithfulness(faithfulness, info, last_block):
+                    head = score_head(info)
+                    score_fn = explainer.head_fn(head)
+                    if head not in random_auc:
+                        noise_maps = torch.rand(maps.shape, generator=noise).to(device)
+                        random_auc[head] = (
+                            deletion_auc(score_fn, x, noise_maps, labels, steps=steps,
+                                         batch_size=batch_size),
+                            insertion_auc(score_fn, x, noise_maps, labels, steps=steps,
+                                          batch_size=batch_size))
+                    add("deletion_auc", deletion_auc(score_fn, x, maps, labels, steps=steps,
+                                                     batch_size=batch_size),
+                        constant, random_auc[head][0])
+                    add("insertion_auc", insertion_auc(score_fn, x, maps, labels, steps=steps,
+                                                       batch_size=batch_size),
+                        constant, random_auc[head][1])
+                if key in random_maps:
+                    both = constant | is_constant(random_maps[key])
+                    rho = spearman(maps, random_maps[key])
+                    add("randomisation_spearman", rho, both | torch.isnan(rho).cpu(),
+                        torch.zeros_like(rho))
+                    add("randomisation_ssim", ssim(maps, random_maps[key]), both, None)
+        cascade = (_cascade(explainer, model, scenes, cascade_n, explain_kwargs, seed, device)
+                   if cascade_n else None)
+
+    rng = _numpy_rng(seed)
     rows = []
     for key, acc in values.items():
         info = parse_key(key)
         row: dict[str, Any] = {"method": info["method"], "head": info["head"],
                                "branch": info["branch"], "block": info["block"]}
-        row.update({name: _mean(acc[name]) for name in _METRICS})
+        stats = {name: _stats(acc[name], flags[key][name], chance[key][name],
+                              name in _DROP_CONSTANT, rng, bootstrap) for name in _METRICS}
+        row.update({name: stats[name]["mean"] for name in _METRICS})
         row["n"] = n
-        row["ci95"] = {name: _interval(acc[name], seed) for name in _METRICS}
+        row["n_scored"] = {name: stats[name]["n"] for name in _METRICS}
+        row["n_constant"] = {name: stats[name]["n_constant"] for name in _METRICS}
+        row["chance"] = {name: stats[name]["chance"] for name in _METRICS}
+        row["ci95"] = {name: stats[name]["ci95"] for name in _METRICS}
+        row["faithfulness_head"] = (score_head(info) if _wants_faithfulness(
+            faithfulness, info, last_block) else None)
         rows.append(row)
     meta = {
         "model": model_label,
@@ -185,17 +272,118 @@ def evaluate(
         "heads": list(head_names),
         "methods": None if methods is None else list(methods),
         "blocks": None if blocks is None else [int(b) for b in blocks],
+        "tap": tap,
+        "reduce": explain_kwargs["reduce"],
         "accuracy": {head: c / n for head, c in correct.items()},
         "steps": steps,
         "faithfulness": faithfulness,
-        "faithfulness_head_for_headless_maps": default_head,
+        "faithfulness_head_for_headless_maps": ("own branch's head" if headless_head == "own"
+                                                else headless_head),
         "randomisation": ("all layers re-initialised (seed "
                           f"{seed}), Spearman and SSIM to the trained model's map")
         if randomisation else None,
+        "chance": "pointing game, energy pointing game: the object's area share; part/body/"
+                  "off: their area shares; deletion/insertion: a uniformly random map's AUC "
+                  "under the same head; randomisation Spearman: 0",
+        "ci95": f"percentile bootstrap of the mean over images, {bootstrap} resamples",
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    return {"rows": rows, "meta": meta}
+    return {"rows": rows, "cascade": cascade, "meta": meta}
+
+
+def _cascade(explainer: Any, model: nn.Module, scenes: Any, count: int,
+             explain_kwargs: dict[str, Any], seed: int, device: torch.device) -> dict[str, Any]:
+    """Cascading randomisation (Adebayo et al. 2018) of every map on the first ``count`` scenes:
+    similarity to the trained model's map after each cumulative re-initialisation step."""
+    import copy
+
+    import torch
+
+    from ..explain import Explainer
+    from ..explain.result import parse_key
+    from .agreement import spearman, ssim
+    from .sanity import _seeded, cascade_layers, randomise_
+
+    items = [scenes[i] for i in range(count)]
+    x = torch.stack([it["image"] for it in items]).to(device)
+    labels = torch.tensor([it["label"] for it in items], device=device)
+    original = explainer.explain(x, target=labels, **explain_kwargs).maps
+    layers = cascade_layers(model)
+    curves: dict[str, dict[str, list[float | None]]] = {
+        key: {"spearman": [], "ssim": []} for key in original}
+    clone = copy.deepcopy(model)
+    with _seeded(clone, seed):
+        for _, names in layers:
+            randomise_(clone, names)
+            with Explainer(clone) as rex:
+                maps = rex.explain(x, target=labels, **explain_kwargs).maps
+            for key, m in original.items():
+                curves[key]["spearman"].append(_nanmean(spearman(m, maps[key])))
+                curves[key]["ssim"].append(_nanmean(ssim(m, maps[key])))
+    by_method: dict[str, dict[str, list[float | None]]] = {}
+    for method in dict.fromkeys(parse_key(k)["method"] for k in original):
+        keys = [k for k in original if parse_key(k)["method"] == method]
+        by_method[method] = {
+            score: [_mean_of([curves[k][score][i] for k in keys]) for i in range(len(layers))]
+            for score in ("spearman", "ssim")}
+    return {"layers": [label for label, _ in layers], "n": count, "order":
+            "heads first, then the blocks from the last to the first, then the stem "
+            "(cumulative)", "maps": curves, "methods": by_method}
+
+
+#: Scores whose constant (NaN) maps are left out of the mean rather than scored.
+_DROP_CONSTANT = ("randomisation_spearman",)
+
+
+def _stats(values: list[torch.Tensor], constant: list[torch.Tensor],
+           chance: list[torch.Tensor], drop_constant: bool, rng: Any,
+           bootstrap: int) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    out: dict[str, Any] = {"mean": None, "n": 0, "n_constant": 0, "chance": None, "ci95": None}
+    if not values:
+        return out
+    v = torch.cat(values).double().numpy()
+    c = torch.cat(constant).numpy().astype(bool)
+    keep = ~np.isnan(v)
+    if drop_constant:
+        keep &= ~c
+    out["n_constant"] = int((c | np.isnan(v)).sum())
+    out["n"] = int(keep.sum())
+    if chance:
+        ch = torch.cat(chance).double().numpy()
+        ch = ch[~np.isnan(ch)]
+        out["chance"] = round(float(ch.mean()), 6) if ch.size else None
+    v = v[keep]
+    if v.size == 0:
+        return out
+    mean = float(v.mean())
+    out["mean"] = mean if math.isfinite(mean) else None
+    if v.size >= 2 and bootstrap > 0:
+        idx = rng.integers(0, v.size, size=(bootstrap, v.size))
+        means = v[idx].mean(axis=1)
+        out["ci95"] = [round(float(np.percentile(means, 2.5)), 6),
+                       round(float(np.percentile(means, 97.5)), 6)]
+    return out
+
+
+def _numpy_rng(seed: int) -> Any:
+    import numpy as np
+
+    return np.random.default_rng(seed)
+
+
+def _nanmean(t: torch.Tensor) -> float | None:
+    v = t.float().reshape(-1)
+    v = v[~v.isnan()]
+    return round(float(v.mean()), 6) if v.numel() else None
+
+
+def _mean_of(values: list[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return round(sum(kept) / len(kept), 6) if kept else None
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -203,13 +391,24 @@ def format_table(result: dict[str, Any]) -> str:
 
     Columns: method, head, branch, block, PG (pointing game), EPG (energy pointing game), part /
     body / off shares, Del (deletion AUC, lower is better), Ins (insertion AUC, higher is better),
-    Rand rho and Rand SSIM (similarity to the randomised model's map, lower is better).
+    Rand rho and Rand SSIM (similarity to the randomised model's map, lower is better), then the
+    row's n, the chance level of PG and EPG (the object's area share), the random-map deletion
+    and insertion AUC, and the number of constant maps (the largest over the scores). The
+    bootstrap intervals are in the JSON (``--json``).
     """
     meta = result.get("meta", {})
     header = ("method", "head", "branch", "blk", "PG", "EPG", "part", "body", "off", "Del",
-              "Ins", "Rand rho", "Rand SSIM")
+              "Ins", "Rand rho", "Rand SSIM", "n", "PG/EPG chance", "Del rand", "Ins rand",
+              "const")
     keys = ("method", "head", "branch", "block") + _METRICS
-    lines = [[_cell(row.get(k)) for k in keys] for row in result.get("rows", [])]
+    lines = []
+    for row in result.get("rows", []):
+        chance = row.get("chance") or {}
+        const = row.get("n_constant") or {}
+        lines.append([_cell(row.get(k)) for k in keys] + [
+            _cell(row.get("n")), _cell(chance.get("pointing_game")),
+            _cell(chance.get("deletion_auc")), _cell(chance.get("insertion_auc")),
+            _cell(max(const.values()) if const else None)])
     widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
               for i, h in enumerate(header)]
     numeric = set(range(3, len(header)))
@@ -223,14 +422,16 @@ def format_table(result: dict[str, Any]) -> str:
         acc = ", ".join(f"{h} {v:.1%}" for h, v in meta.get("accuracy", {}).items())
         out.append(f"{meta.get('model')} (weights: {meta.get('weights')}), "
                    f"{meta.get('n')} scenes (seed {meta.get('seed')}, "
-                   f"{meta.get('n_part')} with a part), accuracy: {acc}")
+                   f"{meta.get('n_part')} with a part), accuracy: {acc}; tap "
+                   f"{meta.get('tap')}, reduce {meta.get('reduce')}")
     out.append(fmt(header))
     out.append("  ".join("-" * w for w in widths))
     out.extend(fmt(line) for line in lines)
-    out.append("PG/EPG: pointing game / energy on the object; part/body/off: energy shares on "
-               "part-and-body scenes; Del (lower better) / Ins (higher better): RISE AUC; "
-               "Rand: similarity to a randomised model's map (lower better); -: not computed "
-               "or undefined (e.g. a constant map)")
+    out.append("PG/EPG: pointing game / energy on the object (chance: the object's area share); "
+               "part/body/off: energy shares on part-and-body scenes; Del (lower better) / Ins "
+               "(higher better): RISE AUC (rand: a random map's); Rand: similarity to a "
+               "randomised model's map (lower better); const: constant maps; -: not computed "
+               "or undefined; 95 % intervals and the cascade: --json")
     return "\n".join(out)
 
 
@@ -274,36 +475,6 @@ def _wants_faithfulness(mode: str, info: dict[str, Any], last_block: dict[str, i
     if mode == "all" or info["block"] is None:
         return True
     return info["block"] == last_block.get(info["branch"])
-
-
-def _mean(chunks: list[torch.Tensor]) -> float | None:
-    if not chunks:
-        return None
-    import torch
-
-    v = torch.cat([c.float().cpu().reshape(-1) for c in chunks])
-    v = v[~torch.isnan(v)]
-    if v.numel() == 0:
-        return None
-    m = float(v.mean())
-    return m if math.isfinite(m) else None
-
-
-def _interval(chunks: list[torch.Tensor], seed: int, resamples: int = 1000
-              ) -> list[float] | None:
-    """95 % percentile-bootstrap interval of the mean of the per-image values."""
-    if not chunks:
-        return None
-    import torch
-
-    v = torch.cat([c.float().cpu().reshape(-1) for c in chunks]).double()
-    v = v[torch.isfinite(v)]
-    if v.numel() < 2:
-        return None
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(0, v.numel(), (resamples, v.numel()), generator=g)
-    means = v[idx].mean(dim=1)
-    return [float(means.quantile(0.025)), float(means.quantile(0.975))]
 
 
 def _cell(value: Any) -> str:

@@ -7,6 +7,7 @@ figures are not registered with pyplot: return one in Jupyter to display it, sav
 the image the model saw.
 """
 
+from .cascade import cascade_figure
 from .figures import block_agreement, block_strip, compare, head_branch_matrix
 from .flow import branch_flow
 from .panels import METHOD_LABELS, NotebookFigure, map_panel, overlay, spearman
@@ -18,5 +19,5 @@ __all__ = [
     "overlay", "map_panel", "block_strip", "head_branch_matrix", "compare", "block_agreement",
     "paper_figure", "model_role", "default_blocks", "explanation_figure", "weights_note",
     "top_predictions_text", "spearman", "METHOD_LABELS", "NotebookFigure", "branch_flow",
-    "spectrogram_figure", "tf_map",
+    "spectrogram_figure", "tf_map", "cascade_figure",
 ]

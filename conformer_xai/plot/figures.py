@@ -37,6 +37,22 @@ def method_label(method: str) -> str:
     return METHOD_LABELS.get(method, method)
 
 
+#: Figure wording of the transformer gradient taps (``Explanation.meta["tap"]``).
+TAP_LABELS = {"residual": "residual-stream tap", "attention_input": "norm1 (attention-input) tap"}
+GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam")
+
+
+def reading_label(exp: Explanation, method: str, branch: str | None) -> str | None:
+    """What a map reads, for figure titles: the tap of a transformer gradient map, the channel
+    reduction of a feature map; None when there is nothing to say."""
+    if method in GRADIENT_METHODS and branch == "transformer" and exp.meta.get("tap"):
+        return TAP_LABELS.get(exp.meta["tap"], str(exp.meta["tap"]))
+    if method == "features" and exp.meta.get("reduce") is not None:
+        reduce = exp.meta["reduce"]
+        return f"channel {reduce}" if isinstance(reduce, int) else f"{reduce} over channels"
+    return None
+
+
 def branches_of(exp: Explanation, method: str | None = None) -> list[str]:
     """Branches present in the explanation's keys (for one method, or any), in model order."""
     from ..explain.result import parse_key
@@ -145,6 +161,9 @@ def draw_strip(target: Figure | SubFigure, exp: Explanation, method: str, branch
 def strip_title(exp: Explanation, method: str, branch: str, head: str | None,
                 index: int) -> str:
     parts = [exp.model_name or "model", f"{method_label(method)}", f"{branch} branch"]
+    reading = reading_label(exp, method, branch)
+    if reading:
+        parts.append(reading)
     if head is not None:
         parts += [f"{head} head", f"target: {class_label(exp, index)}"]
     return " · ".join(parts)
@@ -238,6 +257,9 @@ def draw_matrix(target: Figure | SubFigure, exp: Explanation, method: str, heads
         for c, branch in enumerate(branches):
             ax = axes[r, c]
             title = f"{branch} branch · block {block}" if r == 0 else None
+            reading = reading_label(exp, method, branch)
+            if title and reading:
+                title += f"\n{reading}"
             draw_cell(ax, exp, method, branch, block, head, index, image, cmap, alpha, title)
             if c == 0:
                 ax.set_ylabel(head_label(exp, head, index), fontsize=8)

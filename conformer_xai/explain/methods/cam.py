@@ -8,11 +8,30 @@ from __future__ import annotations
 
 import torch
 
+#: Relative size under which a channel sum is float32 cancellation noise (see :func:`weighted_sum`).
+CANCELLATION_RTOL = 1e-5
+
+
+def weighted_sum(weights: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """``sum_c weights_c * activation_c`` per location, with cancellation noise set to zero.
+
+    Where the terms cancel to below ``CANCELLATION_RTOL`` of the sum of their magnitudes, the
+    result is float32 rounding, not signal (e.g. HiResCAM of a transformer head on a last
+    block's input: the gradient through LayerNorm is orthogonal to the centred tokens, so the
+    exact sum is zero). Zeroing it is scale-free, so normalised maps stay independent of the
+    logits' scale.
+    """
+    terms = weights * activation
+    total = terms.sum(dim=1)
+    magnitude = terms.abs().sum(dim=1)
+    return torch.where(total.abs() > CANCELLATION_RTOL * magnitude, total,
+                       torch.zeros_like(total))
+
 
 def gradcam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """Grad-CAM (Selvaraju et al. 2017): ReLU(sum_c mean_ij(dY/dA_c) * A_c)."""
     weights = gradient.mean(dim=(2, 3), keepdim=True)
-    return (weights * activation).sum(dim=1).clamp_min(0)
+    return weighted_sum(weights, activation).clamp_min(0)
 
 
 def gradcam_plus_plus(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
@@ -23,17 +42,17 @@ def gradcam_plus_plus(activation: torch.Tensor, gradient: torch.Tensor) -> torch
     aij = g2 / (2 * g2 + sum_act * g3 + 1e-6)
     aij = torch.where(gradient != 0, aij, torch.zeros_like(aij))
     weights = (gradient.clamp_min(0) * aij).sum(dim=(2, 3), keepdim=True)
-    return (weights * activation).sum(dim=1).clamp_min(0)
+    return weighted_sum(weights, activation).clamp_min(0)
 
 
 def layercam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """LayerCAM (Jiang et al. 2021): ReLU(sum_c ReLU(dY/dA_c) * A_c), weights per location."""
-    return (gradient.clamp_min(0) * activation).sum(dim=1).clamp_min(0)
+    return weighted_sum(gradient.clamp_min(0), activation).clamp_min(0)
 
 
 def hirescam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     """HiResCAM (Draelos and Carin 2020): ReLU(sum_c dY/dA_c * A_c), element-wise."""
-    return (gradient * activation).sum(dim=1).clamp_min(0)
+    return weighted_sum(gradient, activation).clamp_min(0)
 
 
 def eigencam(activation: torch.Tensor) -> torch.Tensor:

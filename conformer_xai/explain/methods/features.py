@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import torch
 
-REDUCTIONS = ("mean", "l2", "max")
+#: Channel reductions by name (an int reduce picks one channel).
+REDUCTIONS = ("mean", "abs_mean", "l2", "max", "pca")
+#: The default reduction (README, "Channel reductions": how it is measured on the scenes).
+DEFAULT_REDUCE = "pca"
 
 
 def check_reduce(reduce: str | int) -> None:
     """Raise ValueError unless ``reduce`` is a known reduction or a non-negative channel index."""
     if isinstance(reduce, bool) or not (reduce in REDUCTIONS or (isinstance(reduce, int)
                                                                   and reduce >= 0)):
-        raise ValueError(f"reduce must be one of {REDUCTIONS} or a channel index, got {reduce!r}")
+        raise ValueError(f"reduce must be one of {', '.join(REDUCTIONS)} or a channel index "
+                         f"(an int >= 0), got {reduce!r}")
 
 
-def reduce_channels(activation: torch.Tensor, reduce: str | int = "mean") -> torch.Tensor:
+def reduce_channels(activation: torch.Tensor, reduce: str | int = DEFAULT_REDUCE) -> torch.Tensor:
     """Reduce a (B, C, h, w) activation over channels to (B, h, w).
 
     Args:
         activation: Block output as a map (transformer tokens already reshaped to the grid).
-        reduce: "mean", "l2" (channel L2 norm), "max", or a channel index.
+        reduce: "mean", "abs_mean" (mean of absolute values), "l2" (channel L2 norm), "max",
+            "pca" (see :func:`first_component`), or a channel index.
     """
     check_reduce(reduce)
     if isinstance(reduce, int):
@@ -29,6 +34,49 @@ def reduce_channels(activation: torch.Tensor, reduce: str | int = "mean") -> tor
         return activation[:, reduce]
     if reduce == "mean":
         return activation.mean(dim=1)
+    if reduce == "abs_mean":
+        return activation.abs().mean(dim=1)
     if reduce == "l2":
         return activation.norm(dim=1)
+    if reduce == "pca":
+        return first_component(activation)
     return activation.amax(dim=1)
+
+
+def first_component(activation: torch.Tensor) -> torch.Tensor:
+    """Projection of each location's channel vector on the first principal component.
+
+    Per image, the (h*w, C) matrix of channel vectors is centred over locations and its first
+    right singular vector taken. Its sign is fixed (the SVD leaves it arbitrary): the projection
+    correlates positively with the channel L2-norm map, so that high values mark locations of
+    strong activation. Signed, no ReLU (unlike Eigen-CAM).
+    """
+    b, c, h, w = activation.shape
+    flat = activation.float().reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
+    centred = flat - flat.mean(dim=1, keepdim=True)
+    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+    proj = (centred @ vh[:, 0, :, None])[..., 0]  # (B, hw)
+    norm = flat.norm(dim=2)
+    norm = norm - norm.mean(dim=1, keepdim=True)
+    sign = torch.sign((proj * norm).sum(dim=1, keepdim=True))
+    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
+    return (proj * sign).reshape(b, h, w).to(activation.dtype)
+
+
+def top_channels(activation: torch.Tensor, count: int) -> tuple[torch.Tensor, list[list[int]]]:
+    """The ``count`` single-channel maps of each image with the largest spatial standard
+    deviation (ties: the lower index), in decreasing order.
+
+    The rule picks channels with spatial structure rather than the largest values: transformer
+    tokens carry a few channels with large, nearly constant offsets, which would show as flat
+    maps.
+
+    Returns:
+        ``(maps (B, count, h, w), channel indices per image)``.
+    """
+    b, c = activation.shape[:2]
+    count = min(int(count), c)
+    spread = activation.float().flatten(2).std(dim=2, unbiased=False)  # (B, C)
+    order = torch.sort(-spread, dim=1, stable=True).indices[:, :count]
+    maps = activation.gather(1, order[:, :, None, None].expand(-1, -1, *activation.shape[2:]))
+    return maps, order.tolist()

@@ -1,0 +1,97 @@
+"""Markdown tables for the README from ``conformer-xai evaluate --json`` outputs.
+
+``python -m benchmarks.evaluate_tables RESULT.json [...] [--blocks 6,12] [--cascade]`` prints
+one row per map: pointing game with its 95 % bootstrap interval, energy pointing game, the
+chance level of both (the object's area share), part / body / off shares, deletion and
+insertion AUC each beside the AUC of a random map under the same head, the randomisation
+Spearman, and the row's n with its count of constant maps. ``--cascade`` prints the cascading
+randomisation curves per method instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def rows_table(results: list[dict[str, Any]], blocks: set[int] | None = None,
+               label: str | None = None) -> list[str]:
+    """The per-map rows of every result (``blocks``: keep only these blocks and block-less
+    maps)."""
+    lines = []
+    for result in results:
+        model = result["meta"]["model"]
+        extra = label or ""
+        for row in result["rows"]:
+            if blocks is not None and row["block"] is not None and row["block"] not in blocks:
+                continue
+            ci = row["ci95"]["pointing_game"]
+            pg = _f(row["pointing_game"]) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+            shares = " / ".join(_f(row[k]) for k in ("part_share", "body_share", "off_share"))
+            ch = row["chance"]
+            dele = (f"{_f(row['deletion_auc'], 3)} ({_f(ch['deletion_auc'], 3)})"
+                    if row["deletion_auc"] is not None else "–")
+            ins = (f"{_f(row['insertion_auc'], 3)} ({_f(ch['insertion_auc'], 3)})"
+                   if row["insertion_auc"] is not None else "–")
+            const = max(row["n_constant"].values())
+            method = row["method"] + (f" ({extra})" if extra else "")
+            lines.append(
+                f"| `{model}` | {method} | {row['head'] or '–'} | {row['branch']} | "
+                f"{row['block'] or '–'} | {pg} | {_f(row['energy_pointing_game'])} | "
+                f"{_f(ch['pointing_game'])} | {shares} | {dele} | {ins} | "
+                f"{_f(row['randomisation_spearman'])} | {row['n']} / {const} |")
+    return lines
+
+
+HEADER = ["| model | map | head | branch | block | pointing game [95 % CI] | energy PG | "
+          "PG/EPG chance | part / body / off | deletion AUC ↓ (random map) | "
+          "insertion AUC ↑ (random map) | randomisation ρ | n / constant |",
+          "|---|---|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
+
+
+def cascade_table(results: list[dict[str, Any]]) -> list[str]:
+    """Mean Spearman per method after each cumulative randomisation step."""
+    lines = []
+    for result in results:
+        cascade = result.get("cascade")
+        if not cascade:
+            continue
+        layers = cascade["layers"]
+        lines.append(f"`{result['meta']['model']}` (n = {cascade['n']}): "
+                     + ", ".join(layers))
+        lines.append("")
+        lines.append("| method | " + " | ".join(layers) + " |")
+        lines.append("|---|" + "---:|" * len(layers))
+        for method, curves in cascade["methods"].items():
+            lines.append(f"| {method} | " + " | ".join(_f(v) for v in curves["spearman"]) + " |")
+        lines.append("")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results", nargs="+", type=Path)
+    parser.add_argument("--blocks", default=None, help="comma-separated blocks to keep")
+    parser.add_argument("--label", default=None, help="text added to each map's name")
+    parser.add_argument("--cascade", action="store_true", help="print the cascade curves")
+    parser.add_argument("--no-header", action="store_true")
+    args = parser.parse_args(argv)
+    results = [json.loads(p.read_text()) for p in args.results]
+    if args.cascade:
+        lines = cascade_table(results)
+    else:
+        blocks = None if args.blocks is None else {int(b) for b in args.blocks.split(",")}
+        lines = ([] if args.no_header else HEADER) + rows_table(results, blocks, args.label)
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
