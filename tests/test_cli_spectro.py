@@ -161,3 +161,17 @@ def test_notes_for_a_guessed_head_count_and_a_name_that_disagrees(files, tmp_pat
     assert "note: checkpoint" in named.stderr and "was trained as Conformer_tinytiny_patch16 " \
         "(args.model); building conformer_tiny_patch16 as asked" in named.stderr
     assert named.stderr.strip().splitlines()[-1].startswith("conformer-xai: error: ")
+
+
+def test_audio_without_the_audio_extra_says_what_to_install(files, tmp_path: Path):
+    # the interpreter runs the real console entry point with soundfile made unimportable, as
+    # on an install without the `audio` extra
+    code = ("import sys; sys.modules['soundfile'] = None; sys.argv[0] = 'conformer-xai'; "
+            "from conformer_xai.cli import main; sys.exit(main())")
+    result = subprocess.run([sys.executable, "-c", code, "explain", str(files["clip"]),
+                             "--checkpoint", str(files["fork"]), *FAST, "--out",
+                             str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if ": error: " in ln]
+    assert "clip.wav" in line and "pip install 'conformer-xai[audio]'" in line, result.stderr
