@@ -40,6 +40,7 @@ _LAZY = {
     "plot": ("conformer_xai.plot", None),
     "metrics": ("conformer_xai.metrics", None),
     "models": ("conformer_xai.models", None),
+    "audio": ("conformer_xai.audio", None),
 }
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -483,7 +483,7 @@ def _walk_folder(folder: Path) -> list[tuple[Path, str]]:
     for root, dirs, files in os.walk(folder):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(files):
-            if name.startswith(".") or not _is_image_name(name):
+            if name.startswith(".") or not _is_image_name(name, arrays=True):
                 continue
             file = Path(root) / name
             out.append((file, file.relative_to(folder).with_suffix("").as_posix()))
@@ -504,7 +504,7 @@ def _expand_glob(pattern: str) -> list[tuple[Path, str]]:
             out.append((path, _relative_stem(path, prefix)))
     if not out:
         raise ValueError(f"{pattern}: the pattern matches no image files (looked for "
-                         f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)})")
+                         f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + AUDIO_EXTENSIONS)})")
     return out
 
 

@@ -1372,11 +1372,12 @@ NB05 = [
         fig
     '''),
     md("""
-        Save them as `.npy` files, as a user's dataset would be: `cx.load_image` reads a 2-D
-        `.npy` array as a grayscale image (min-max scaled to [0, 1], then normalised with the
-        model's mean and std), so the training tensors below come from exactly the same
-        preprocessing as the explanation at the end. `crop=False` with `input_size=(N_MELS,
-        N_FRAMES)` keeps the non-square shape.
+        Save them as `.npy` files, as a user's dataset would be. A `.npy` array is a raw model
+        input by default (fed as it is, see notebook 06); here the embedded model was trained on
+        images, so the arrays are read as grayscale images with `as_image=True` (min-max scaled
+        to [0, 1], then normalised with the model's mean and std), and the training tensors
+        below come from exactly the same preprocessing as the explanation at the end.
+        `crop=False` with `input_size=(N_MELS, N_FRAMES)` keeps the non-square shape.
     """),
     code('''
         def write_split(name, n, seed):
@@ -1417,7 +1418,8 @@ NB05 = [
 
 
         def load_batch(files):
-            xs = [cx.load_image(path, model, input_size=(N_MELS, N_FRAMES), crop=False)[0] for path, _ in files]
+            xs = [cx.load_image(path, model, input_size=(N_MELS, N_FRAMES), crop=False, as_image=True)[0]
+                  for path, _ in files]
             return torch.cat(xs).to(DEVICE), torch.tensor([label for _, label in files], device=DEVICE)
 
 
@@ -1482,14 +1484,15 @@ NB05 = [
         ## Explain a spectrogram
 
         From here on everything is what a user does with their own file: load the checkpoint
-        (above), read a spectrogram with `cx.load_image(path, model, input_size=..., crop=False)`,
+        (above), read a spectrogram with `cx.load_image(path, model, input_size=..., crop=False,
+        as_image=True)`,
         explain with both classifier heads, plot. Token grids are non-square here
         (4 x 10 patches for 64 x 160 with patch 16).
     """),
     code('''
         index = next(i for i, (_, l) in enumerate(test_files) if l == 0)  # the first chirp
         path, label = test_files[index]
-        x, shown = cx.load_image(path, mine, input_size=(N_MELS, N_FRAMES), crop=False)
+        x, shown = cx.load_image(path, mine, input_size=(N_MELS, N_FRAMES), crop=False, as_image=True)
         with cx.Explainer(mine, class_names=list(CALL_CLASSES)) as explainer:
             exp = explainer.explain(x.to(DEVICE), target=label, head=("fused", "cnn", "transformer"),
                                     methods=("features", "gradcam", "rollout", "grad_rollout"),
@@ -1558,14 +1561,153 @@ NB05 = [
     md("""
         ## With the command line
 
-        The same checkpoint works with the CLI; a spectrogram saved as `.npy` is an input like
-        any image:
+        The same checkpoint works with the CLI; `--array-as-image` reads the `.npy` as this
+        notebook did (without it, arrays are fed raw):
 
             conformer-xai explain spectrograms/test/0000_chirp.npy --model conformer_micro_patch16 \\
-                --checkpoint conformer_micro_calls.pth --input-size 64x160 --no-crop --out out/
+                --checkpoint conformer_micro_calls.pth --array-as-image --input-size 64x160 --no-crop --out out/
 
         With a checkpoint of your own, replace the fine-tuning cells by
         `cx.load_model("<architecture>", checkpoint="<your file>")`.
+    """),
+]
+
+
+NB06 = [
+    md("""
+        # 06 · A spectrogram Conformer as the fork trains it: its checkpoint, a wav, maps in time and frequency
+
+        The `Conformer_xai` fork trains Conformer on 1-channel log-mel spectrograms in dB (3
+        classes) and saves checkpoints with a DeiT-style training script: `model`, `model_ema`,
+        `optimizer`, `lr_scheduler`, `epoch` and `args` (an `argparse.Namespace` naming the
+        model). This notebook:
+
+        1. saves a small checkpoint exactly that way (`Conformer_tinytinytiny_patch16`: width
+           192, depth 3, 3 heads; random weights here, so the predictions mean nothing: use your
+           own trained file);
+        2. loads it with nothing but the file, `cx.load_model(checkpoint=path)`: the name comes
+           from `args.model`, the classes and channels from the tensors;
+        3. turns a wav into the model input with the fork's front end, `cx.load_audio`
+           (STFT 512/160, 112 Slaney mel bands 50-14000 Hz, dB, fold x2 into a 224-row image);
+        4. explains it and reads the branch maps on the time-frequency plane (unfolded back to
+           mel band x frame, time in seconds and frequency in Hz).
+    """),
+    md("## Parameters"),
+    code('''
+        WAV = None            # your own .wav/.flac/.ogg; None: a synthetic two-call clip
+        CHECKPOINT = None     # your own fork checkpoint; None: write a small random one
+        SIZE_MISMATCH = "resize"  # the fork's behaviour for widths that are not multiples of 32
+        OUT_DIR = None        # where the files go; None: a temporary folder
+        DEVICE = "cpu"
+    ''', "parameters"),
+    FAST_NOTE,
+    code('''
+        %matplotlib inline
+        import argparse
+        import os
+        import tempfile
+        from pathlib import Path
+
+        import numpy as np
+        import soundfile
+        import timm
+        import torch
+        from IPython.display import Markdown, display
+
+        import conformer_xai as cx
+
+        FAST = os.environ.get("CONFORMER_XAI_FAST") == "1"
+        SECONDS = 1.5 if FAST else 3.0
+        if OUT_DIR is None:
+            WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_06_")  # removed with the kernel
+            OUT_DIR = WORK.name
+        OUT_DIR = Path(OUT_DIR)
+        OUT_DIR.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+    '''),
+    md("""
+        ## A checkpoint as the fork's training script writes it
+
+        `torch.save` of a dict holding the run's `args` Namespace: plain `weights_only=True`
+        loading refuses it, conformer-xai allows `argparse.Namespace` (and nothing else new).
+    """),
+    code('''
+        if CHECKPOINT is None:
+            net = timm.create_model("conformer_tinytinytiny_patch16", num_classes=3)
+            args = argparse.Namespace(model="Conformer_tinytinytiny_patch16", nb_classes=3,
+                                      input_size=224, data_set="SPECTRO", apply_padding=False)
+            CHECKPOINT = OUT_DIR / "checkpoint.pth"
+            torch.save({"model": net.state_dict(), "model_ema": net.state_dict(),
+                        "optimizer": {}, "lr_scheduler": {}, "epoch": 0, "args": args}, CHECKPOINT)
+        model = cx.load_model(checkpoint=CHECKPOINT, size_mismatch=SIZE_MISMATCH, device=DEVICE)
+        print(f"{model.model_name}: depth {model.depth}, {model.num_heads} heads, width {model.embed_dim}, "
+              f"{model.num_classes} classes, {model.in_chans} input channels, size mismatch: {model.size_mismatch}")
+    '''),
+    md("""
+        ## A wav through the fork's front end
+
+        The synthetic clip holds two "calls": a rising chirp early on and a low harmonic stack
+        later. `cx.load_audio` returns the model input (dB, not normalised, `(1, C, 224, T'/2)`),
+        the folded image scaled to [0, 1] for drawing, and (`with_meta=True`) the settings and the
+        fold, which the explanation keeps so that its maps can be unfolded.
+    """),
+    code('''
+        if WAV is None:
+            sr = 16000
+            t = np.arange(int(SECONDS * sr)) / sr
+            rng = np.random.default_rng(0)
+            wave = 0.02 * rng.standard_normal(t.size)
+            early = (t > 0.1 * SECONDS) & (t < 0.4 * SECONDS)
+            wave[early] += 0.3 * np.sin(2 * np.pi * (800 + 3000 * (t[early] - t[early][0])) * t[early])
+            late = t > 0.6 * SECONDS
+            for h in (1, 2, 3):
+                wave[late] += 0.15 / h * np.sin(2 * np.pi * 220 * h * t[late])
+            WAV = OUT_DIR / "two_calls.wav"
+            soundfile.write(WAV, (np.clip(wave, -1, 1) * 32767).astype(np.int16), sr, subtype="PCM_16")
+        x, folded, meta = cx.load_audio(WAV, model, with_meta=True)
+        fold = meta["fold"]
+        print(f"{Path(WAV).name}: {meta['audio']['seconds']:.2f} s, {fold['frames']} frames -> model input "
+              f"{tuple(x.shape)}")
+    '''),
+    md("""
+        ## Explain, then read the maps on the time-frequency plane
+
+        The explanation stores `meta["fold"]`; `exp.unfolded(...)` gives any map as
+        (mel band, frame), and `cx.plot.spectrogram_figure` draws the log-mel spectrogram,
+        per-branch Grad-CAM at a shallow block (a third of the depth) and the last block,
+        rollout, gradient rollout, the head-by-branch matrix, and the importance of each branch
+        over time and over frequency.
+    """),
+    code('''
+        with cx.Explainer(model, class_names=["class 0", "class 1", "class 2"]) as explainer:
+            exp = explainer.explain(x.to(DEVICE), head=("fused", "cnn", "transformer"),
+                                    methods=("gradcam", "rollout", "grad_rollout"),
+                                    image=folded[None, :, :, None], meta=meta)
+        cx.plot.spectrogram_figure(exp)
+    '''),
+    code('''
+        seconds_per_frame = fold["hop_length"] / fold["sr"]
+        centres = cx.audio.band_centres(meta["audio"])
+        rows = []
+        for branch in ("cnn", "transformer"):
+            tf = exp.unfolded("gradcam", branch, model.depth, head="fused")[0]  # (mel band, frame)
+            if not tf.any():
+                tf = exp.unfolded("gradcam", branch, max(1, round(model.depth / 3)), head="fused")[0]
+            over_time, over_freq = tf.mean(0), tf.mean(1)
+            rows.append(f"| {branch} | {tuple(tf.shape)} | {int(over_time.argmax()) * seconds_per_frame:.2f} s "
+                        f"| {centres[int(over_freq.argmax())]:.0f} Hz |")
+        Markdown("| branch | unfolded map | most important time | most important frequency |\\n|---|---|---|---|\\n"
+                 + "\\n".join(rows))
+    '''),
+    md("""
+        ## With the command line
+
+            conformer-xai explain two_calls.wav --checkpoint checkpoint.pth --size-mismatch resize --out out/
+
+        writes the same figure and a JSON summary (with the probabilities, the audio settings and
+        the fold). `--audio-config settings.json` changes any front-end setting (torchlibrosa's
+        names) and `--frames 448` pads or crops clips to 224 x 224 as the fork's `apply_padding`
+        does. A raw `.npy` spectrogram in dB is fed as it is.
     """),
 ]
 
@@ -1576,6 +1718,7 @@ NOTEBOOKS = {
     "03_attention_rollout": NB03,
     "04_branch_comparison": NB04,
     "05_your_own_checkpoint": NB05,
+    "06_spectrogram_conformer": NB06,
 }
 
 

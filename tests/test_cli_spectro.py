@@ -120,3 +120,28 @@ def test_spectrogram_usage_errors(files, tmp_path: Path, args, fragment):
     assert result.stderr.strip().splitlines()[-1].startswith("conformer-xai: error: ")
     assert fragment in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_explain_dataset_of_clips_needs_one_size(files, tmp_path: Path):
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    soundfile.write(clips / "a.wav", chirp(0.9), 16000, subtype="PCM_16")  # 91 frames: 224x46
+    soundfile.write(clips / "b.wav", chirp(1.2, seed=1), 16000, subtype="PCM_16")  # 224x61
+    common = ["explain-dataset", clips, "--checkpoint", files["fork"], "--methods", "gradcam",
+              "--blocks", "2,6", "--num-workers", "0", "--batch-size", "2", "--json"]
+    store = tmp_path / "store"
+    refused = subprocess.run([str(SCRIPT), *map(str, common), "--out", store],
+                             capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("conformer-xai: error: ")
+    assert "differ in size (224x46 (1 file(s), e.g. a.wav), 224x61 (1 file(s), e.g. b.wav))" in line
+    assert "--frames N" in line and not store.exists()
+    done = subprocess.run([str(SCRIPT), *map(str, common), "--frames", "128", "--out", store],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["processed"] == 2 and summary["failed"] == 0
+    config = json.loads((store / "zarr.json").read_text())["attributes"]["conformer_xai"]
+    assert config["input_size"][1:] == [224, 64]  # 128 frames folded
+    assert config["audio_config"]["frames"] == 128

@@ -57,10 +57,10 @@ def test_model_ema_and_explicit_names(fork_file):
     with torch.no_grad():  # the ema weights differ by +1 on both heads' biases
         diff = ema.forward_branches(x).cnn - plain.forward_branches(x).cnn
     torch.testing.assert_close(diff, torch.ones_like(diff), atol=1e-4, rtol=0)
-    with pytest.warns(CheckpointWarning, match="trained as Conformer_tinytiny_patch16 "
-                                               r"\(args.model\); building conformer_tiny_patch16"):
-        with pytest.raises(WeightsError, match="does not fit conformer_tiny_patch16"):
-            cx.load_model("conformer_tiny_patch16", checkpoint=fork_file)
+    wins = r"trained as Conformer_tinytiny_patch16 \(args.model\); building conformer_tiny_patch16"
+    with pytest.warns(CheckpointWarning, match=wins), \
+            pytest.raises(WeightsError, match="does not fit conformer_tiny_patch16"):
+        cx.load_model("conformer_tiny_patch16", checkpoint=fork_file)
     same = cx.load_model("CONFORMER_TINYTINY_PATCH16", checkpoint=fork_file)  # no warning
     assert same.model_name == "conformer_tinytiny_patch16"
     bare = write_fork_checkpoint(fork_file.with_name("plain.pth"), args=False)

@@ -279,10 +279,15 @@ def test_a_pickled_object_is_refused_and_never_run(micro_sd, tmp_path):
     with pytest.raises(W.WeightsError, match="refused to load .*weights_only"):
         conformer_xai.load_model(MICRO, checkpoint=evil)
     assert not marker.exists()
-    training = tmp_path / "training_checkpoint.pth"
+    training = tmp_path / "training_checkpoint.pth"  # args: the one class allowed (issue 13)
     torch.save({"model": micro_sd, "args": argparse.Namespace(lr=0.1)}, training)
-    with pytest.raises(W.WeightsError, match="argparse.Namespace"):
-        W.load_state_dict_file(training)
+    assert W.load_state_dict_file(training).keys() == micro_sd.keys()
+    assert W.read_checkpoint(training)[1] == {"lr": 0.1}
+    nested = tmp_path / "nested.pth"  # anything else in the Namespace is still refused
+    torch.save({"model": micro_sd, "args": argparse.Namespace(extra=Payload())}, nested)
+    with pytest.raises(W.WeightsError, match="refused to load"):
+        W.load_state_dict_file(nested)
+    assert not marker.exists()
 
 
 def test_corrupt_and_missing_files(micro_sd, tmp_path):

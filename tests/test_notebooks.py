@@ -27,6 +27,7 @@ EXPECTED = (
     "03_attention_rollout",
     "04_branch_comparison",
     "05_your_own_checkpoint",
+    "06_spectrogram_conformer",
 )
 NOTEBOOKS = [NOTEBOOK_DIR / f"{name}.ipynb" for name in EXPECTED]
 KERNEL_NAME = "conformer-xai-tests"
@@ -37,7 +38,8 @@ CELL_TIMEOUT_S = 120
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 #: Figures each notebook draws at least (in its quick run).
 MIN_FIGURES = {"01_feature_maps": 2, "02_gradcam_branches": 11, "03_attention_rollout": 8,
-               "04_branch_comparison": 5, "05_your_own_checkpoint": 6}
+               "04_branch_comparison": 5, "05_your_own_checkpoint": 6,
+               "06_spectrogram_conformer": 1}
 
 
 def _ids(path: Path) -> str:
@@ -74,7 +76,7 @@ def kernel(tmp_path_factory):
         yield KERNEL_NAME
 
 
-def test_the_five_notebooks_are_committed():
+def test_the_notebooks_are_committed():
     found = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
     assert found == list(EXPECTED)
 
@@ -97,10 +99,12 @@ def test_notebook_starts_with_a_parameters_cell(path):
     first = code_cells[0]
     assert "parameters" in first.metadata.get("tags", [])
     assert "DEVICE = \"cpu\"" in first.source
-    if path.stem != "05_your_own_checkpoint":
-        assert 'MODEL_WEIGHTS = "embedded"' in first.source
-    else:
+    if path.stem == "05_your_own_checkpoint":
         assert 'BASE_WEIGHTS = "embedded"' in first.source
+    elif path.stem == "06_spectrogram_conformer":
+        assert "CHECKPOINT = None" in first.source and "WAV = None" in first.source
+    else:
+        assert 'MODEL_WEIGHTS = "embedded"' in first.source
 
 
 def test_committed_notebooks_are_what_build_py_writes():

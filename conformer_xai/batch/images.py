@@ -38,11 +38,14 @@ class ImageFiles(Dataset):
     """
 
     def __init__(self, root: str | os.PathLike, paths: Sequence[str],
-                 data_config: Mapping[str, Any], crop: bool = True) -> None:
+                 data_config: Mapping[str, Any], crop: bool = True, spectrograms: bool = False,
+                 audio_config: Mapping[str, Any] | None = None) -> None:
         self.root = Path(root)
         self.paths = list(paths)
         self.data_config = dict(data_config)
         self.crop = crop
+        self.spectrograms = spectrograms  # raw arrays and audio, fed at their own size
+        self.audio_config = audio_config
         self.input_shape = tuple(int(s) for s in self.data_config["input_size"])
 
     def __len__(self) -> int:
@@ -52,8 +55,20 @@ class ImageFiles(Dataset):
         from ..data import load_image
 
         try:
-            x, _ = load_image(self.root / self.paths[i], None, crop=self.crop,
-                              data_config=self.data_config)
-        except (OSError, ValueError) as err:
+            if self.spectrograms:
+                x = self._spectrogram(self.root / self.paths[i])[None]
+            else:
+                x, _ = load_image(self.root / self.paths[i], None, crop=self.crop,
+                                  data_config=self.data_config)
+        except (OSError, ValueError, ImportError) as err:
             return torch.zeros(self.input_shape), i, str(err)[:500] or type(err).__name__
         return x[0], i, ""
+
+    def _spectrogram(self, path: Path) -> torch.Tensor:
+        from .spectrograms import load_spectrogram
+
+        x = load_spectrogram(path, self.input_shape[0], self.audio_config)
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"{path}: input size {x.shape[1]}x{x.shape[2]} differs from the "
+                             f"run's {self.input_shape[1]}x{self.input_shape[2]}")
+        return x

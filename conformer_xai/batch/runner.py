@@ -67,6 +67,7 @@ def run_dataset(
     reduce: str | int = "mean",
     input_size: int | Sequence[int] | None = None,
     crop: bool = True,
+    audio_config: Mapping[str, Any] | None = None,
     device: str | torch.device | None = None,
     dtype: str = "float16",
     autocast_dtype: str | torch.dtype | None = None,
@@ -108,6 +109,11 @@ def run_dataset(
         input_size: Model input size (int or (height, width)); None = the model's data config.
         crop: Centre crop as timm's eval transform (default); False resizes each image to the
             input size exactly (non-square inputs such as spectrograms).
+        audio_config: Front-end settings for audio inputs (see
+            :func:`conformer_xai.audio.resolve_audio_config`). A folder of raw arrays or audio
+            clips is explained at their one common size (``input_size`` and ``crop`` do not
+            apply); clips of different lengths need ``frames`` (see
+            :mod:`conformer_xai.batch.spectrograms`).
         device: "cpu", "cuda" (this rank's ``LOCAL_RANK`` GPU under torchrun) or "cuda:<n>";
             None = "cuda" when available, else "cpu".
         dtype: Storage dtype of the maps: "float16" (default) or "float32".
@@ -150,7 +156,14 @@ def run_dataset(
 
     model = prepare_model(model, dev, channels_last=channels_last, compile=compile)
     from ..data import resolve_data_config
+    from .spectrograms import common_spectrogram_size
 
+    spectro_size = common_spectrogram_size(input_dir, paths, audio_config)
+    if spectro_size is not None:
+        if input_size is not None or not crop:
+            raise ValueError("input_size and crop=False do not apply to raw arrays and audio: "
+                             "they are fed at their own size")
+        input_size = spectro_size
     data_config = resolve_data_config(model, None, input_size)
     input_shape = tuple(int(s) for s in data_config["input_size"])
 
@@ -169,6 +182,7 @@ def run_dataset(
         "files_sha256": hashlib.sha256("\n".join(paths).encode()).hexdigest(),
         "n_total": len(paths), "input_size": list(input_shape),
         "data_config": {k: _jsonable(v) for k, v in data_config.items()}, "crop": crop,
+        **({"audio_config": _jsonable(dict(audio_config))} if audio_config else {}),
         "methods": list(probe.meta["methods"]), "blocks": _jsonable(blocks),
         "heads": list(probe.heads), "target": target, "reduce": reduce,
         "autocast_dtype": None if amp_dtype is None else str(amp_dtype).removeprefix("torch."),
@@ -191,7 +205,8 @@ def run_dataset(
                          list(probe.logits), batch_size, dtype)
     done = ms.done_mask()
     pending = np.flatnonzero(~done)
-    dataset = ImageFiles(input_dir, [paths[i] for i in mine], data_config, crop=crop)
+    dataset = ImageFiles(input_dir, [paths[i] for i in mine], data_config, crop=crop,
+                         spectrograms=spectro_size is not None, audio_config=audio_config)
     loader = torch.utils.data.DataLoader(
         torch.utils.data.Subset(dataset, pending.tolist()), batch_size=ms.chunk, shuffle=False,
         num_workers=num_workers, pin_memory=dev.type == "cuda", drop_last=False)

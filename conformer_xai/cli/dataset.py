@@ -20,6 +20,7 @@ from ._common import (
     check_architecture,
     check_model_name,
     check_weights,
+    checkpoint_options,
     debug_option,
     describe,
     device_option,
@@ -27,6 +28,7 @@ from ._common import (
     force_option,
     json_option,
     load_model,
+    model_or_default,
     no_empty_folder_on_failure,
     note,
     prepare_out_dir,
@@ -40,12 +42,18 @@ from ._common import (
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "store", required=True, type=click.Path(path_type=Path),
               help="The Zarr store to write (resumed when it exists).")
-@click.option("--model", default="conformer_small_patch16", show_default=True,
-              help="Model name.")
+@click.option("--model", default=None,
+              help="Model name (default: conformer_small_patch16; with --checkpoint the name "
+                   "saved in it, else the architecture read from its weights).")
 @click.option("--weights", type=click.Choice(WEIGHTS), default=None,
               help="Weights source (default: embedded for the small models, else imagenet).")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="A checkpoint file (.pth, .pt, .safetensors) instead of --weights.")
+@checkpoint_options
+@click.option("--audio-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="JSON file of audio front-end settings (as for explain).")
+@click.option("--frames", type=click.IntRange(min=1), default=None,
+              help="Pad or crop every audio clip to this many frames (one common size).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
               help="Images per explanation pass.")
 @click.option("--num-workers", type=click.IntRange(min=0), default=4, show_default=True,
@@ -71,8 +79,11 @@ from ._common import (
 @json_option
 @debug_option
 @report_errors
-def explain_dataset_command(directory: Path, store: Path, model: str, weights: str | None,
-                            checkpoint: str | None, batch_size: int, num_workers: int,
+def explain_dataset_command(directory: Path, store: Path, model: str | None,
+                            weights: str | None, checkpoint: str | None, ema: bool,
+                            num_heads: int | None, size_mismatch: str | None,
+                            audio_config: str | None, frames: int | None,
+                            batch_size: int, num_workers: int,
                             methods: tuple[str, ...] | None, blocks: tuple[int, ...] | None,
                             heads: tuple[str, ...] | None, input_size: tuple[int, int] | None,
                             no_crop: bool, dtype: str, bf16: bool, channels_last: bool,
@@ -100,9 +111,17 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
         raise CliUsageError(f"input folder not found: {directory}")
     if no_crop and input_size is None:
         raise CliUsageError("--no-crop needs --input-size HxW")
-    check_model_name(model)
+    model = model_or_default(model, checkpoint)
+    if model is not None:
+        check_model_name(model)
     check_weights(model, weights, checkpoint)
-    check_architecture(model, input_size)
+    if model is not None:
+        check_architecture(model, input_size)
+    audio = None
+    if audio_config is not None or frames is not None:
+        from .explain import resolve_audio_options
+
+        audio = resolve_audio_options(audio_config, frames)
     dev = resolve_device(device)
 
     from conformer_xai.batch import run_dataset
@@ -110,7 +129,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
     with no_empty_folder_on_failure(store):
         if not store.exists():
             prepare_out_dir(store, "store")
-        net = load_model(model, weights, checkpoint, device=dev)
+        net = load_model(model, weights, checkpoint, device=dev, ema=ema, num_heads=num_heads,
+                         size_mismatch=size_mismatch)
         for line in weights_notes(net):
             note(line)
         with api_errors(debug, runtime=(OSError,)):
@@ -118,7 +138,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str, weights: s
                 directory, store, net, batch_size=batch_size, num_workers=num_workers,
                 methods=list(methods) if methods else None,
                 blocks=list(blocks) if blocks else None, heads=list(heads) if heads else None,
-                input_size=input_size, crop=not no_crop, device=dev, dtype=dtype,
+                input_size=input_size, crop=not no_crop, audio_config=audio, device=dev,
+                dtype=dtype,
                 autocast_dtype="bfloat16" if bf16 else None, channels_last=channels_last,
                 resume=not no_resume, force=force)
     summary["weights_source"] = getattr(net, "weights_source", None)

@@ -262,10 +262,11 @@ def _draw_profiles(sub, exp: Explanation, maps: dict[str, dict[int, np.ndarray |
             ax_f.plot(np.arange(rows), heat.mean(axis=1), style, color=colour, label=label)
     ax_t.text(0.01, 0.97, f"{method_label('gradcam')}, mean over the other axis",
               transform=ax_t.transAxes, fontsize=6, va="top")
+    folded = axes["freq_ticks"] is not None
     ax_t.set_xlabel(axes["xlabel"], fontsize=8)
-    ax_t.set_title("importance over time", fontsize=9)
+    ax_t.set_title("importance over time" if folded else "importance over columns", fontsize=9)
     ax_f.set_xlabel(axes["ylabel"], fontsize=8)
-    ax_f.set_title("importance over frequency", fontsize=9)
+    ax_f.set_title("importance over frequency" if folded else "importance over rows", fontsize=9)
     if axes["freq_ticks"] is not None:
         ax_f.set_xticks(*axes["freq_ticks"])
     for ax in (ax_t, ax_f):
