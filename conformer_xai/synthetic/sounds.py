@@ -111,6 +111,13 @@ class SoundScene:
         return self.class_name in SOUND_PART_CLASSES
 
 
+def pcm16(wave: np.ndarray) -> np.ndarray:
+    """A waveform in [-1, 1] as the 16-bit samples a wav file stores (``round(x * 32768)``,
+    clipped); reading them back as ``int16 / 32768`` is what the fork's front end does."""
+    return np.clip(np.round(np.asarray(wave, dtype=np.float64) * 32768.0), -32768,
+                   32767).astype(np.int16)
+
+
 # --------------------------------------------------------------------------- synthesis
 def _time() -> np.ndarray:
     return np.arange(SAMPLES, dtype=np.float64) / SR
