@@ -35,7 +35,7 @@ from ._common import (
               help="Folder for <model>.safetensors (float16) and <model>.json (the model card "
                    "data).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Scenes per step (default: the training script's, 32; 16 with --audio).")
+              help="Scenes per step (default: the training script's, 32).")
 @click.option("--lr", type=PositiveFloat(), default=None,
               help="Peak AdamW learning rate (default: the model's own).")
 @click.option("--eval-n", type=click.IntRange(min=0), default=None,
