@@ -422,8 +422,8 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]
     """Expand files, folders (recursively) and glob patterns into input files.
 
     A file named directly is kept whatever its extension (reading it reports a non-image file);
-    folders and globs keep files with an image extension (:data:`IMAGE_EXTENSIONS`; a glob also
-    keeps ``.npy``). Hidden files and folders (name starting with ".") inside a folder are skipped.
+    folders and globs keep files with an image extension (:data:`IMAGE_EXTENSIONS`), raw arrays
+    (:data:`ARRAY_EXTENSIONS`) and audio files (:data:`AUDIO_EXTENSIONS`). Hidden files and folders (name starting with ".") inside a folder are skipped.
 
     Each file gets an output stem: its path relative to the folder given (or to the glob's
     non-pattern prefix), without the extension (``sub/cat``); a file named directly gets its own
@@ -453,7 +453,8 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]
             entries = _walk_folder(path)
             if not entries:
                 raise ValueError(f"{path}: folder holds no image files (looked for "
-                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+                                 f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)} and audio "
+                                 f"{', '.join(AUDIO_EXTENSIONS)})")
         elif _has_magic(text):
             entries = _expand_glob(text)
         else:

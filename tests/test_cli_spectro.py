@@ -145,3 +145,19 @@ def test_explain_dataset_of_clips_needs_one_size(files, tmp_path: Path):
     config = json.loads((store / "zarr.json").read_text())["attributes"]["conformer_xai"]
     assert config["input_size"][1:] == [224, 64]  # 128 frames folded
     assert config["audio_config"]["frames"] == 128
+
+
+def test_notes_for_a_guessed_head_count_and_a_name_that_disagrees(files, tmp_path: Path):
+    bare = write_fork_checkpoint(tmp_path / "no_args.pth", args=False)
+    guessed = run(files["array"], "--checkpoint", bare, "--methods", "gradcam", "--blocks", "6",
+                  "--json", "--out", tmp_path / "out")
+    assert guessed.returncode == 0, guessed.stderr
+    assert ("note: checkpoint " + str(bare) + ": num_heads cannot be read from the weights; "
+            "guessed 6 (embed_dim 384 // 64); pass --num-heads N") in guessed.stderr
+    assert json.loads(guessed.stdout)["model"] == "conformer_d6_e384_h6_r1_patch16"
+    named = run(files["array"], "--model", "conformer_tiny_patch16", "--checkpoint",
+                files["fork"], "--out", tmp_path / "out2")
+    assert named.returncode == 1
+    assert "note: checkpoint" in named.stderr and "was trained as Conformer_tinytiny_patch16 " \
+        "(args.model); building conformer_tiny_patch16 as asked" in named.stderr
+    assert named.stderr.strip().splitlines()[-1].startswith("conformer-xai: error: ")

@@ -140,3 +140,19 @@ def test_one_channel_input_explains_a_three_channel_model(model, x, exp):
     got = Explainer(model).explain(mono, methods=["rollout"], head="fused")
     again = Explainer(model).explain(mono.repeat(1, 3, 1, 1), methods=["rollout"], head="fused")
     torch.testing.assert_close(got.raw["rollout/transformer"], again.raw["rollout/transformer"])
+
+
+def test_metrics_count_uncovered_pixels_as_least_relevant(exp):
+    from conformer_xai import metrics
+
+    m = exp.maps["rollout/transformer"]
+    assert torch.isnan(m).any()
+    filled = torch.nan_to_num(m, nan=0.0)  # normalised maps: the lowest value is 0
+    mask = torch.zeros(m.shape, dtype=torch.bool)
+    mask[:, 20:60, 30:72] = True
+    torch.testing.assert_close(metrics.pointing_game(m, mask), metrics.pointing_game(filled, mask))
+    torch.testing.assert_close(metrics.energy_pointing_game(m, mask),
+                               metrics.energy_pointing_game(filled, mask))
+    other = exp.maps["features/cnn/2"]
+    torch.testing.assert_close(metrics.spearman(m, other), metrics.spearman(filled, other))
+    assert torch.isfinite(metrics.spearman(m, other)).all()

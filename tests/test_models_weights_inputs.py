@@ -174,9 +174,12 @@ def test_cuda_without_a_gpu_is_a_valueerror():
 
 
 def test_the_model_name_must_be_a_string():
-    with pytest.raises(ValueError, match=r"model name must be a string, got NoneType; known: "
+    with pytest.raises(ValueError, match=r"model name must be a string, got int; known: "
                                          r"conformer_tiny_patch16.*any timm model"):
-        conformer_xai.load_model(None)
+        conformer_xai.load_model(3)
+    with pytest.raises(ValueError, match=r"no model name given: pass a name \(known: "
+                                         r"conformer_tiny_patch16.*any timm model.*checkpoint"):
+        conformer_xai.load_model(None)  # None: the name comes from a checkpoint (issue 13)
 
 
 def test_good_arguments_of_other_integer_and_device_types():

@@ -15,7 +15,8 @@ __all__ = ["list_images", "ImageFiles"]
 
 def list_images(root: str | os.PathLike) -> list[str]:
     """Image files under the folder ``root`` (recursively; hidden ones skipped), as sorted POSIX
-    paths relative to ``root``. The extensions are :data:`conformer_xai.data.IMAGE_EXTENSIONS`.
+    paths relative to ``root``. The extensions are :data:`conformer_xai.data.IMAGE_EXTENSIONS`,
+    raw arrays (``.npy``, ``.pt``) and audio (``.wav``, ``.flac``, ``.ogg``).
 
     Raises:
         FileNotFoundError: ``root`` is not a folder.

@@ -20,13 +20,24 @@ def as_tensor(value: Any, name: str) -> torch.Tensor:
 
 
 def as_maps(value: Any, name: str) -> tuple[torch.Tensor, bool]:
-    """A (B, H, W) float map batch and whether the input was a single (H, W) map."""
+    """A (B, H, W) float map batch and whether the input was a single (H, W) map.
+
+    NaN pixels (input that no token covers, see ``size_mismatch="resize"``) count as the least
+    relevant: they take their map's lowest value (0 for a map that is all NaN).
+    """
     t = as_tensor(value, name)
-    if t.ndim == 2:
-        return t.unsqueeze(0).float(), True
+    single = t.ndim == 2
+    if single:
+        t = t.unsqueeze(0)
     if t.ndim != 3:
         raise ValueError(f"{name} must have shape (B, H, W) or (H, W), got {tuple(t.shape)}")
-    return t.float(), False
+    t = t.float()
+    nan = torch.isnan(t)
+    if bool(nan.any()):
+        low = t.masked_fill(nan, float("inf")).flatten(1).min(dim=1).values
+        low = torch.where(torch.isinf(low), torch.zeros_like(low), low)
+        t = torch.where(nan, low[:, None, None].expand_as(t), t)
+    return t, single
 
 
 def as_masks(value: Any, name: str, like: torch.Tensor) -> torch.Tensor:

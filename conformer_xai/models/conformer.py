@@ -148,7 +148,7 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
+        b, n, c = x.shape[0], x.shape[1], x.shape[2]  # indexed, not unpacked: FX-traceable
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
         if self.fused_attn:
@@ -249,7 +249,7 @@ class FCUUp(nn.Module):
         self.act = nn.ReLU()
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        b, _, c = x.shape
+        b, c = x.shape[0], x.shape[2]
         x_r = x[:, 1:].transpose(1, 2).reshape(b, c, h, w)
         x_r = self.act(self.bn(self.conv_project(x_r)))
         return F.interpolate(x_r, size=(h * self.up_stride, w * self.up_stride), mode="nearest")
@@ -274,16 +274,19 @@ class ConvTransBlock(nn.Module):
         self.dw_stride = dw_stride
         self.resize_tokens = False  # True: resize mismatched tokens to FCU down's count (the fork)
 
-    def forward(self, x: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x, x2 = self.cnn_block(x)
-        _, _, h, w = x2.shape
+    def forward(self, x: torch.Tensor, x_t: torch.Tensor, return_cnn_block: bool = False
+                ) -> tuple[torch.Tensor, ...]:
+        """``(cnn map, tokens)``; with ``return_cnn_block`` also ``cnn_block``'s output (the map
+        before the fusion block)."""
+        x_cnn, x2 = self.cnn_block(x)
+        h, w = x2.shape[2], x2.shape[3]
         x_st = self.squeeze_block(x2, x_t)
         if self.resize_tokens:
             x_t = _resize_tokens_to(x_t, x_st)
         x_t = self.trans_block(x_st + x_t)
         x_t_r = self.expand_block(x_t, h // self.dw_stride, w // self.dw_stride)
-        x = self.fusion_block(x, x_t_r, return_x_2=False)
-        return x, x_t
+        x = self.fusion_block(x_cnn, x_t_r, return_x_2=False)
+        return (x, x_t, x_cnn) if return_cnn_block else (x, x_t)
 
 
 class Conformer(nn.Module):
@@ -305,28 +308,42 @@ class Conformer(nn.Module):
             ``"resize"`` (the spectrogram fork's resizing of mismatched maps and tokens); also
             settable later as ``model.size_mismatch``. Both give the same logits when height and
             width are multiples of 32.
+        global_pool: ``"avg"`` (default: the CNN head pools its map) or ``""`` (with
+            ``num_classes=0``, ``forward`` returns :meth:`forward_features`' unpooled branches).
+        device, dtype: Where and in which dtype to create the parameters (timm's factory
+            arguments).
+
+    Attributes:
+        num_features, head_hidden_size: Width of ``forward_head(..., pre_logits=True)`` and of
+            ``forward`` without classifiers: the CNN's pooled features and the class token,
+            concatenated (``num_cnn_features + embed_dim``).
+        feature_info: The CNN branch's stage ends at strides 4, 8, 16 and 32 (timm's
+            ``features_only``).
     """
 
     def __init__(self, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  base_channel: int = 64, channel_ratio: float = 4, embed_dim: int = 384,
                  depth: int = 12, num_heads: int = 6, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
-                 drop_path_rate: float = 0.0, size_mismatch: str = "pad", **kwargs) -> None:
+                 drop_path_rate: float = 0.0, size_mismatch: str = "pad", global_pool: str = "avg",
+                 device: torch.device | str | None = None, dtype: torch.dtype | None = None,
+                 **kwargs) -> None:
         super().__init__()
         kwargs.pop("pretrained_cfg", None)
         kwargs.pop("pretrained_cfg_overlay", None)
         kwargs.pop("cache_dir", None)
-        if kwargs:
-            raise ValueError(f"unknown Conformer arguments: {sorted(kwargs)}")
+        if kwargs:  # TypeError, as Python (and timm's contract) has it for unknown arguments
+            raise TypeError(f"unknown Conformer arguments: {sorted(kwargs)}")
         if depth % 3 != 0:
             raise ValueError(f"depth must be a multiple of 3, got {depth}")
         if patch_size not in (16, 32):
             raise ValueError(f"patch_size must be 16 or 32, got {patch_size}")
         _check_size_mismatch(size_mismatch)
+        self.global_pool = _check_global_pool(global_pool)
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.patch_size = patch_size
-        self.embed_dim = self.num_features = embed_dim
+        self.embed_dim = embed_dim
         self.depth = depth
         self.num_heads = num_heads
         self.stem_stride = 4
@@ -340,6 +357,7 @@ class Conformer(nn.Module):
         stage_3 = int(base_channel * channel_ratio * 4)
         self.conv_cls_head = nn.Linear(stage_3, num_classes) if num_classes > 0 else nn.Identity()
         self.num_cnn_features = stage_3
+        self.num_features = self.head_hidden_size = stage_3 + embed_dim
 
         self.conv1 = nn.Conv2d(in_chans, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
@@ -371,6 +389,15 @@ class Conformer(nn.Module):
                 drop_path=dpr[i - 1], last_fusion=i == depth, **common))
         self._init_weights()
         self.size_mismatch = size_mismatch
+        third = depth // 3
+        self.feature_info = [
+            dict(num_chs=stage_1, reduction=4, module=_cnn_module_name(third)),
+            dict(num_chs=stage_2, reduction=8, module=_cnn_module_name(2 * third)),
+            dict(num_chs=stage_3, reduction=16, module=f"conv_trans_{depth}.cnn_block"),
+            dict(num_chs=stage_3, reduction=32, module=_cnn_module_name(depth)),
+        ]
+        if device is not None or dtype is not None:
+            self.to(device=device, dtype=dtype)
 
     @property
     def size_mismatch(self) -> str:
@@ -432,14 +459,8 @@ class Conformer(nn.Module):
         ``"resize"`` the grid is each block's FCU-down grid (floor), which can change between
         stages; ``block=None`` means block 1 (the patch embedding's grid).
         """
-        sh, sw = _stem_size(height), _stem_size(width)
-        dw = self.pad_multiple
-        if self.size_mismatch == "pad":
-            return math.ceil(sh / dw), math.ceil(sw / dw)
         stage = 1 if block is None else self.stage_of(block)
-        for _ in range(stage - 1):  # stride-2 3x3 conv (padding 1) at each stage's first block
-            sh, sw, dw = (sh - 1) // 2 + 1, (sw - 1) // 2 + 1, dw // 2
-        return sh // dw, sw // dw
+        return _grid(height, width, self.pad_multiple, stage, self.size_mismatch == "resize")
 
     def token_grids(self, height: int, width: int) -> list[tuple[int, int]]:
         """The token grid of every block (1..depth) for an input size."""
@@ -462,13 +483,22 @@ class Conformer(nn.Module):
         return self.conv_cls_head, self.trans_cls_head
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        """Replace both heads with fresh ones for ``num_classes`` classes (timm API)."""
+        """Replace both heads with fresh ones for ``num_classes`` classes (timm API).
+
+        ``num_classes=0`` removes both: ``forward`` then returns the pooled CNN features and the
+        class token, concatenated (``head_hidden_size`` wide); ``global_pool=""`` also drops the
+        pooling, and ``forward`` returns :meth:`forward_features`' ``BranchFeatures``.
+        """
+        if global_pool is not None:
+            self.global_pool = _check_global_pool(global_pool)
         self.num_classes = num_classes
-        dev = self.cls_token.device
-        self.conv_cls_head = (nn.Linear(self.num_cnn_features, num_classes) if num_classes > 0
-                              else nn.Identity()).to(dev)
-        self.trans_cls_head = (nn.Linear(self.embed_dim, num_classes) if num_classes > 0
-                               else nn.Identity()).to(dev)
+        like = dict(device=self.cls_token.device, dtype=self.cls_token.dtype)
+        self.conv_cls_head = (nn.Linear(self.num_cnn_features, num_classes, **like)
+                              if num_classes > 0 else nn.Identity())
+        self.trans_cls_head = (nn.Linear(self.embed_dim, num_classes, **like)
+                               if num_classes > 0 else nn.Identity())
+        for head in (self.conv_cls_head, self.trans_cls_head):
+            head.train(self.training)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set[str]:
@@ -485,20 +515,24 @@ class Conformer(nn.Module):
         return x
 
     def _iter_blocks(self, x: torch.Tensor, stop: int | None = None):
-        """Yield ``(k, cnn_map, tokens)`` after each block k = 1..depth."""
+        """Yield ``(k, cnn_map, tokens, cnn_block_map)`` after each block k = 1..depth.
+
+        ``cnn_block_map`` is the block's ``cnn_block`` output before its fusion block (block 1:
+        its CNN map).
+        """
         x_base = self.forward_stem(x)
-        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        cls = self.cls_token.expand(x_base.shape[0], -1, -1)
         c = self.conv_1(x_base, return_x_2=False)
         t = self.trans_patch_conv(x_base).flatten(2).transpose(1, 2)
         t = self.trans_1(torch.cat([cls, t], dim=1))
-        yield 1, c, t
+        yield 1, c, t, c
         for k in range(2, (stop or self.depth) + 1):
-            c, t = getattr(self, f"conv_trans_{k}")(c, t)
-            yield k, c, t
+            c, t, pre = getattr(self, f"conv_trans_{k}")(c, t, return_cnn_block=True)
+            yield k, c, t, pre
 
     def forward_features(self, x: torch.Tensor) -> BranchFeatures:
         """Last CNN map (B, C, h, w) and all final tokens after ``trans_norm`` (B, 1+N, D)."""
-        *_, (_, c, t) = self._iter_blocks(x)
+        *_, (_, c, t, _) = self._iter_blocks(x)
         return BranchFeatures(c, self.trans_norm(t))
 
     def forward_head(self, features: BranchFeatures | Sequence[torch.Tensor],
@@ -521,10 +555,65 @@ class Conformer(nn.Module):
         """Both heads' logits as ``BranchLogits(cnn, transformer)``."""
         return BranchLogits(*self._heads(self.forward_features(x)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Fused logits: CNN head + transformer head (the published evaluation's score)."""
-        cnn, trans = self.forward_branches(x)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | BranchFeatures:
+        """Fused logits: CNN head + transformer head (the published evaluation's score).
+
+        Without classifiers (``num_classes=0``): the pre-logits features (B, head_hidden_size),
+        or with ``global_pool=""`` the unpooled ``BranchFeatures``.
+        """
+        features = self.forward_features(x)
+        if self.num_classes == 0:
+            return features if self.global_pool == "" else self.forward_head(features, True)
+        cnn, trans = self._heads(features)
         return cnn + trans
+
+    def forward_stage_features(self, x: torch.Tensor, indices: Sequence[int] | None = None,
+                               branch: str = "cnn") -> list[torch.Tensor]:
+        """Feature maps at the stage ends (what ``features_only=True`` returns).
+
+        Args:
+            x: Input batch (B, C, H, W).
+            indices: Which stage ends (0-based into :meth:`stage_feature_info`); None = all.
+            branch: ``"cnn"``: the CNN branch at strides 4, 8, 16, 32 (the blocks ending stages
+                1 and 2, the last block's ``cnn_block`` and the last block); ``"transformer"``:
+                the patch tokens (B, D, h, w) after the blocks ending stages 1, 2 and 3.
+
+        Returns:
+            One (B, C, h, w) map per requested index, in the order of ``indices``.
+        """
+        info = self.stage_feature_info(branch)
+        wanted = list(range(len(info))) if indices is None else [int(i) for i in indices]
+        for i in wanted:
+            if not 0 <= i < len(info):
+                raise ValueError(f"feature index {i} out of range; accepted: 0..{len(info) - 1}")
+        blocks = [info[i]["block"] for i in wanted]
+        found: dict[int, torch.Tensor] = {}
+        for k, c, t, pre in self._iter_blocks(x, max(blocks)):
+            for i in wanted:
+                if info[i]["block"] != k:
+                    continue
+                if branch == "transformer":
+                    grid = _token_grid_of(x, self.pad_multiple, self.stage_of(k),
+                                          self._size_mismatch == "resize")
+                    found[i] = t[:, 1:].transpose(1, 2).reshape(
+                        t.shape[0], t.shape[2], grid[0], grid[1])
+                else:
+                    found[i] = pre if info[i].get("pre_fusion") else c
+        return [found[i] for i in wanted]
+
+    def stage_feature_info(self, branch: str = "cnn") -> list[dict]:
+        """timm ``feature_info`` entries (num_chs, reduction, module, block) of one branch."""
+        if branch == "cnn":
+            info = [dict(f) for f in self.feature_info]
+            for f, k in zip(info, (self.depth // 3, 2 * self.depth // 3, self.depth, self.depth)):
+                f["block"] = k
+            info[2]["pre_fusion"] = True
+            return info
+        if branch == "transformer":
+            return [dict(num_chs=self.embed_dim, reduction=self.patch_size, block=k,
+                         module=("trans_1" if k == 1 else f"conv_trans_{k}.trans_block"))
+                    for k in (self.depth // 3, 2 * self.depth // 3, self.depth)]
+        raise ValueError(f"branch must be 'cnn' or 'transformer', got {branch!r}")
 
     def forward_intermediates(
         self,
@@ -569,7 +658,7 @@ class Conformer(nn.Module):
         stop = max(wanted) + 1 if (stop_early and intermediates_only) else None
         out: dict[int, BranchFeatures] = {}
         c = t = None
-        for k, c, t in self._iter_blocks(x, stop):
+        for k, c, t, _ in self._iter_blocks(x, stop):
             if k - 1 in wanted:
                 tt = self.trans_norm(t) if norm else t
                 if output_fmt == "NCHW":
@@ -580,6 +669,35 @@ class Conformer(nn.Module):
         if intermediates_only:
             return intermediates
         return BranchFeatures(c, self.trans_norm(t)), intermediates
+
+
+def _check_global_pool(global_pool: object) -> str:
+    if global_pool not in ("avg", ""):
+        raise ValueError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+    return global_pool  # type: ignore[return-value]
+
+
+def _cnn_module_name(block: int) -> str:
+    return "conv_1" if block == 1 else f"conv_trans_{block}.fusion_block"
+
+
+def _grid(height: int, width: int, dw: int, stage: int, resize: bool) -> tuple[int, int]:
+    """Token grid of a stage: padded stem / dw (pad mode), or each stage's floored FCU-down
+    grid (resize mode)."""
+    sh, sw = _stem_size(height), _stem_size(width)
+    if not resize:
+        return math.ceil(sh / dw), math.ceil(sw / dw)
+    for _ in range(stage - 1):  # stride-2 3x3 conv (padding 1) at each stage's first block
+        sh, sw, dw = (sh - 1) // 2 + 1, (sw - 1) // 2 + 1, dw // 2
+    return sh // dw, sw // dw
+
+
+def _token_grid_of(x: torch.Tensor, dw: int, stage: int, resize: bool) -> tuple[int, int]:
+    """The token grid for input batch ``x`` (an FX leaf: the arithmetic runs on real sizes)."""
+    return _grid(int(x.shape[2]), int(x.shape[3]), dw, stage, resize)
+
+
+torch.fx.wrap("_token_grid_of")
 
 
 def _stem_size(n: int) -> int:
@@ -628,16 +746,36 @@ CONFORMER_VARIANTS: dict[str, dict] = {
 FORK_VARIANTS = ("conformer_tinytiny_patch16", "conformer_tinytinytiny_patch16")
 
 
+def conformer_feature_cfg(kwargs: dict) -> dict:
+    """timm's ``feature_cfg`` for a Conformer (pops ``feature_branch`` from the kwargs)."""
+    from .features import ConformerFeatures
+
+    cfg = dict(feature_cls=ConformerFeatures, out_indices=(0, 1, 2, 3))
+    if "feature_branch" in kwargs:
+        cfg["branch"] = kwargs.pop("feature_branch")
+        cfg["out_indices"] = (0, 1, 2)
+    return cfg
+
+
 def _create_conformer(variant: str, pretrained: bool = False, **kwargs) -> Conformer:
     from timm.models import build_model_with_cfg
 
     kwargs = {**CONFORMER_VARIANTS[variant], **kwargs}
-    model = build_model_with_cfg(Conformer, variant, pretrained=False, **kwargs)
-    if pretrained:
-        from .weights import load_pretrained
+    feature_cfg = conformer_feature_cfg(kwargs)
+    if not pretrained:
+        return build_model_with_cfg(Conformer, variant, pretrained=False, feature_cfg=feature_cfg,
+                                    **kwargs)
+    from .weights import load_pretrained
 
-        load_pretrained(model, variant)
-    return model
+    # weights load into the plain model (weights.py); timm's builder then wraps it as it would
+    wrap = {k: kwargs.pop(k) for k in ("features_only", "out_indices", "feature_cls")
+            if k in kwargs}
+    model = build_model_with_cfg(Conformer, variant, pretrained=False, **kwargs)
+    load_pretrained(model, variant)
+    if not wrap.get("features_only"):
+        return model
+    return build_model_with_cfg(lambda **_: model, variant, pretrained=False,
+                                feature_cfg=feature_cfg, **wrap)
 
 
 def _register() -> None:

@@ -20,7 +20,7 @@ from timm.models.resnet import Bottleneck, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
 from ..synthetic.scenes import MEAN, NUM_CLASSES, STD
-from .conformer import Conformer
+from .conformer import Conformer, conformer_feature_cfg
 
 #: The small models, whose trained weights ship inside the package.
 MICRO_MODELS: tuple[str, ...] = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
@@ -89,6 +89,8 @@ def _create(cls: type, name: str, pretrained: bool, **kwargs) -> torch.nn.Module
     extra = {}
     if cls is VisionTransformer:
         extra["feature_cfg"] = dict(out_indices=kwargs.pop("out_indices", 3), feature_cls="getter")
+    elif cls is Conformer:
+        extra["feature_cfg"] = conformer_feature_cfg(kwargs)
     model = build_model_with_cfg(cls, name, pretrained=False, **extra, **kwargs)
     if pretrained:
         _load_embedded(model, name)

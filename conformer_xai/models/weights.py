@@ -750,8 +750,9 @@ def load_model(name: str | None = None, weights: str | None = None,
         WeightsError: The weights cannot be read, downloaded, or do not fit the model.
     """
     if name is None and checkpoint is None:
-        raise ValueError("no model name given: pass a name, or checkpoint=PATH (the name is then "
-                         "read from the checkpoint)")
+        raise ValueError(f"no model name given: pass a name (known: {', '.join(KNOWN_MODELS)}; "
+                         f"any timm model name works too), or checkpoint=PATH (the name is then "
+                         f"read from the checkpoint)")
     if name is not None and not isinstance(name, str):
         raise ValueError(f"the model name must be a string, got {type(name).__name__}; known: "
                          f"{', '.join(KNOWN_MODELS)} (any timm model name works too)")

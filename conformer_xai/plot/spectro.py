@@ -9,6 +9,7 @@ own row and column axes.
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,7 +114,7 @@ def _draw_tf_map(ax: Axes, exp: Explanation, method: str, branch: str | None,
                 transform=ax.transAxes, ha="center", va="center", fontsize=7,
                 bbox={"boxstyle": "round", "facecolor": "white", "alpha": 0.9})
         return None
-    heat = np.clip(tf_map(exp, exp.get(method, branch, block, head), index), 0.0, 1.0)
+    heat = np.clip(tf_map(exp, exp.get(method, branch, block, head), index), 0.0, 1.0)  # NaN kept
     ax.imshow(heat, cmap=cmap, alpha=alpha, aspect="auto", extent=axes["extent"],
               origin=axes["origin"], interpolation="bilinear", vmin=0.0, vmax=1.0)
     return heat
@@ -144,7 +145,8 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
         image: The display image (default ``exp.image``): the folded ``(H, W)`` spectrogram in
             [0, 1] that :func:`conformer_xai.load_audio` returns, or a raw array's.
         index: Image of the batch.
-        shallow, deep: Blocks of the Grad-CAM rows (default: a third of the depth, the last).
+        shallow, deep: Blocks of the Grad-CAM rows (default: a third of the depth and the last,
+            or the explained blocks closest to them).
         cmap, alpha: Colour map of the maps and its opacity over the spectrogram.
 
     Raises:
@@ -165,7 +167,10 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
     for b in branches:
         available = exp.blocks("gradcam", b)
         lo, hi = default_blocks(num_blocks(exp, b), b)
-        pick = [shallow if shallow is not None else lo, deep if deep is not None else hi]
+        nearest = [min(available, key=lambda k, want=want: (abs(k - want), k))
+                   for want in (lo, hi)]  # the blocks explained closest to the defaults
+        pick = [shallow if shallow is not None else nearest[0],
+                deep if deep is not None else nearest[1]]
         for k in pick:
             if k not in available:
                 raise ValueError(f"block {k} has no Grad-CAM map on the {b} branch; available: "
@@ -258,8 +263,11 @@ def _draw_profiles(sub, exp: Explanation, maps: dict[str, dict[int, np.ndarray |
             if heat is None:
                 continue
             label = f"{b} branch · block {k}"
-            ax_t.plot(times, heat.mean(axis=0), style, color=colour, label=label)
-            ax_f.plot(np.arange(rows), heat.mean(axis=1), style, color=colour, label=label)
+            with warnings.catch_warnings():  # pixels no token covers are NaN (resize mode)
+                warnings.simplefilter("ignore", RuntimeWarning)
+                over_time, over_freq = np.nanmean(heat, axis=0), np.nanmean(heat, axis=1)
+            ax_t.plot(times, over_time, style, color=colour, label=label)
+            ax_f.plot(np.arange(rows), over_freq, style, color=colour, label=label)
     ax_t.text(0.01, 0.97, f"{method_label('gradcam')}, mean over the other axis",
               transform=ax_t.transAxes, fontsize=6, va="top")
     folded = axes["freq_ticks"] is not None
