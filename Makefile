@@ -23,6 +23,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/conformer-xai explain examples/scenes --model conformer_micro_patch16 --weights embedded --out out/ --report --force
 	$(BIN)/conformer-xai compare examples/scenes/scene_000.png --weights embedded --out out/compare --force
+	# the two bundled sound scenes, with the embedded spectrogram model (the default for audio)
+	$(BIN)/conformer-xai explain examples/sounds --out out/sounds --force
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -678,9 +678,9 @@ def class_names_for(model_or_num_classes: Any, labels: Any = None) -> list[str]:
                              f"{num_classes} classes")
         return names
     if model is not None and _is_embedded(model):
-        synthetic = _synthetic_class_names()
-        if synthetic is not None and len(synthetic) == num_classes:
-            return synthetic
+        for synthetic in (_synthetic_class_names(), _sound_class_names()):
+            if synthetic is not None and len(synthetic) == num_classes:
+                return synthetic
     try:
         return imagenet_class_names(num_classes)
     except ValueError:
@@ -695,6 +695,14 @@ def _is_embedded(model: Any) -> bool:
     name = getattr(model, "model_name", None) or getattr(model, "pretrained_cfg", {}).get(
         "architecture")
     return name in EMBEDDED_MODELS
+
+
+def _sound_class_names() -> list[str] | None:
+    try:
+        from .synthetic.sounds import SOUND_CLASS_NAMES
+    except ImportError:
+        return None
+    return [str(n) for n in SOUND_CLASS_NAMES]
 
 
 def _synthetic_class_names() -> list[str] | None:

@@ -1577,25 +1577,28 @@ NB06 = [
     md("""
         # 06 · A spectrogram Conformer as the fork trains it: its checkpoint, a wav, maps in time and frequency
 
-        The `Conformer_xai` fork trains Conformer on 1-channel log-mel spectrograms in dB (3
-        classes) and saves checkpoints with a DeiT-style training script: `model`, `model_ema`,
-        `optimizer`, `lr_scheduler`, `epoch` and `args` (an `argparse.Namespace` naming the
-        model). This notebook:
+        The `Conformer_xai` fork trains Conformer on 1-channel log-mel spectrograms in dB and
+        saves checkpoints with a DeiT-style training script: `model`, `model_ema`, `optimizer`,
+        `lr_scheduler`, `epoch` and `args` (an `argparse.Namespace` naming the model). This
+        notebook:
 
-        1. saves a small checkpoint exactly that way (`Conformer_tinytinytiny_patch16`: width
-           192, depth 3, 3 heads; random weights here, so the predictions mean nothing: use your
-           own trained file);
+        1. saves a checkpoint exactly that way, holding the weights of `conformer_micro_audio`,
+           the small spectrogram Conformer shipped with conformer-xai (depth 3, 1 channel,
+           trained on the generated sound scenes of `conformer_xai.synthetic`: up-chirp,
+           down-chirp, two-tone alarm, click burst, whistle and a buzz with a high or a low
+           marker; see `conformer_xai/weights/MODEL_CARD.md`);
         2. loads it with nothing but the file, `cx.load_model(checkpoint=path)`: the name comes
            from `args.model`, the classes and channels from the tensors;
         3. turns a wav into the model input with the fork's front end, `cx.load_audio`
            (STFT 512/160, 112 Slaney mel bands 50-14000 Hz, dB, fold x2 into a 224-row image);
         4. explains it and reads the branch maps on the time-frequency plane (unfolded back to
-           mel band x frame, time in seconds and frequency in Hz).
+           mel band x frame, time in seconds and frequency in Hz), and checks them against the
+           clip's ground-truth mask: where the deciding sound really is.
     """),
     md("## Parameters"),
     code('''
-        WAV = None            # your own .wav/.flac/.ogg; None: a synthetic two-call clip
-        CHECKPOINT = None     # your own fork checkpoint; None: write a small random one
+        WAV = None            # your own .wav/.flac/.ogg; None: the bundled examples/sounds/clip_000.wav
+        CHECKPOINT = None     # your own fork checkpoint; None: write one holding the embedded model
         SIZE_MISMATCH = "resize"  # the fork's behaviour for widths that are not multiples of 32
         OUT_DIR = None        # where the files go; None: a temporary folder
         DEVICE = "cpu"
@@ -1604,20 +1607,20 @@ NB06 = [
     code('''
         %matplotlib inline
         import argparse
-        import os
+        import json
         import tempfile
         from pathlib import Path
 
         import numpy as np
-        import soundfile
-        import timm
         import torch
         from IPython.display import Markdown, display
+        from PIL import Image
 
         import conformer_xai as cx
+        from conformer_xai.synthetic import SOUND_CLASS_NAMES
 
-        FAST = os.environ.get("CONFORMER_XAI_FAST") == "1"
-        SECONDS = 1.5 if FAST else 3.0
+        ROOT = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "examples").is_dir())
+        SOUNDS = ROOT / "examples" / "sounds"
         if OUT_DIR is None:
             WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_06_")  # removed with the kernel
             OUT_DIR = WORK.name
@@ -1630,40 +1633,45 @@ NB06 = [
 
         `torch.save` of a dict holding the run's `args` Namespace: plain `weights_only=True`
         loading refuses it, conformer-xai allows `argparse.Namespace` (and nothing else new).
+        The weights are the embedded `conformer_micro_audio`'s, so the predictions and maps below
+        mean something; pass your own file as `CHECKPOINT`.
     """),
     code('''
+        CLASS_NAMES = None
         if CHECKPOINT is None:
-            net = timm.create_model("conformer_tinytinytiny_patch16", num_classes=3)
-            args = argparse.Namespace(model="Conformer_tinytinytiny_patch16", nb_classes=3,
-                                      input_size=224, data_set="SPECTRO", apply_padding=False)
+            net = cx.load_model("conformer_micro_audio", weights="embedded")
+            args = argparse.Namespace(model="conformer_micro_audio", nb_classes=net.num_classes,
+                                      input_size=224, data_set="SPECTRO", apply_padding=True)
             CHECKPOINT = OUT_DIR / "checkpoint.pth"
             torch.save({"model": net.state_dict(), "model_ema": net.state_dict(),
                         "optimizer": {}, "lr_scheduler": {}, "epoch": 0, "args": args}, CHECKPOINT)
+            CLASS_NAMES = list(SOUND_CLASS_NAMES)
         model = cx.load_model(checkpoint=CHECKPOINT, size_mismatch=SIZE_MISMATCH, device=DEVICE)
+        if CLASS_NAMES is None:
+            CLASS_NAMES = [f"class {i}" for i in range(model.num_classes)]
         print(f"{model.model_name}: depth {model.depth}, {model.num_heads} heads, width {model.embed_dim}, "
-              f"{model.num_classes} classes, {model.in_chans} input channels, size mismatch: {model.size_mismatch}")
+              f"{model.num_classes} classes, {model.in_chans} input channel(s), size mismatch: {model.size_mismatch}")
     '''),
     md("""
         ## A wav through the fork's front end
 
-        The synthetic clip holds two "calls": a rising chirp early on and a low harmonic stack
-        later. `cx.load_audio` returns the model input (dB, not normalised, `(1, C, 224, T'/2)`),
-        the folded image scaled to [0, 1] for drawing, and (`with_meta=True`) the settings and the
-        fold, which the explanation keeps so that its maps can be unfolded.
+        The bundled clip (`examples/sounds/clip_000.wav`, 4.47 s: 448 frames, a 224 x 224 input)
+        is a generated sound scene: coloured noise, a mains hum, distractor bursts, and a harmonic
+        buzz that starts with a short high marker. Only the marker tells `buzz_high_tag` from
+        `buzz_low_tag`. `cx.load_audio` returns the model input (dB, not normalised,
+        `(1, C, 224, T'/2)`), the folded image scaled to [0, 1] for drawing, and
+        (`with_meta=True`) the settings and the fold, which the explanation keeps so that its maps
+        can be unfolded.
     """),
     code('''
+        MASKS = None
         if WAV is None:
-            sr = 16000
-            t = np.arange(int(SECONDS * sr)) / sr
-            rng = np.random.default_rng(0)
-            wave = 0.02 * rng.standard_normal(t.size)
-            early = (t > 0.1 * SECONDS) & (t < 0.4 * SECONDS)
-            wave[early] += 0.3 * np.sin(2 * np.pi * (800 + 3000 * (t[early] - t[early][0])) * t[early])
-            late = t > 0.6 * SECONDS
-            for h in (1, 2, 3):
-                wave[late] += 0.15 / h * np.sin(2 * np.pi * 220 * h * t[late])
-            WAV = OUT_DIR / "two_calls.wav"
-            soundfile.write(WAV, (np.clip(wave, -1, 1) * 32767).astype(np.int16), sr, subtype="PCM_16")
+            WAV = SOUNDS / "clip_000.wav"
+            entry = next(e for e in json.loads((SOUNDS / "sounds.json").read_text())["clips"]
+                         if e["audio"] == WAV.name)
+            MASKS = {"event": np.asarray(Image.open(SOUNDS / entry["object_mask"])) > 127,
+                     "marker": np.asarray(Image.open(SOUNDS / entry["part_mask"])) > 127}
+            print(f"true class: {entry['class_name']}")
         x, folded, meta = cx.load_audio(WAV, model, with_meta=True)
         fold = meta["fold"]
         print(f"{Path(WAV).name}: {meta['audio']['seconds']:.2f} s, {fold['frames']} frames -> model input "
@@ -1679,35 +1687,61 @@ NB06 = [
         over time and over frequency.
     """),
     code('''
-        with cx.Explainer(model, class_names=["class 0", "class 1", "class 2"]) as explainer:
+        with cx.Explainer(model, class_names=CLASS_NAMES) as explainer:
             exp = explainer.explain(x.to(DEVICE), head=("fused", "cnn", "transformer"),
                                     methods=("gradcam", "rollout", "grad_rollout"),
                                     image=folded[None, :, :, None], meta=meta)
+        top = exp.top_classes("fused", k=3)[0]
+        print("prediction (fused head): "
+              + ", ".join(f"{exp.class_name(i)} {p:.1%}" for i, p in top))
         cx.plot.spectrogram_figure(exp)
     '''),
+    md("""
+        ## Where the branches look, and where the sound is
+
+        Each map unfolded to (mel band, frame): the time and the frequency it weighs most, and
+        (for the bundled clip, whose ground truth is known) the share of its energy on the
+        deciding event and on the marker, next to the share of the plane those cover (what a
+        map spread evenly would get).
+    """),
     code('''
         seconds_per_frame = fold["hop_length"] / fold["sr"]
         centres = cx.audio.band_centres(meta["audio"])
         rows = []
-        for branch in ("cnn", "transformer"):
-            tf = exp.unfolded("gradcam", branch, model.depth, head="fused")[0]  # (mel band, frame)
-            if not tf.any():
-                tf = exp.unfolded("gradcam", branch, max(1, round(model.depth / 3)), head="fused")[0]
+        maps = [("gradcam", branch, model.depth, "fused") for branch in ("cnn", "transformer")]
+        maps += [("rollout", "transformer", None, None), ("grad_rollout", "transformer", None, "fused")]
+        for method, branch, block, head in maps:
+            tf = exp.unfolded(method, branch, block, head=head)[0]  # (mel band, frame)
+            tf = np.nan_to_num(np.asarray(tf, dtype=np.float64))
             over_time, over_freq = tf.mean(0), tf.mean(1)
-            rows.append(f"| {branch} | {tuple(tf.shape)} | {int(over_time.argmax()) * seconds_per_frame:.2f} s "
-                        f"| {centres[int(over_freq.argmax())]:.0f} Hz |")
-        Markdown("| branch | unfolded map | most important time | most important frequency |\\n|---|---|---|---|\\n"
-                 + "\\n".join(rows))
+            row = (f"| {method} {branch}{'' if block is None else f' block {block}'} "
+                   f"| {int(over_time.argmax()) * seconds_per_frame:.2f} s | {centres[int(over_freq.argmax())]:.0f} Hz |")
+            if MASKS is not None:
+                energy = tf - tf.min()
+                total = energy.sum() or 1.0
+                row += (f" {energy[MASKS['event']].sum() / total:.0%} | {energy[MASKS['marker']].sum() / total:.0%} |")
+            rows.append(row)
+        header = "| map | most important time | most important frequency |"
+        rule = "|---|---|---|"
+        if MASKS is not None:
+            header += (f" energy on the event ({MASKS['event'].mean():.0%} of the plane) "
+                       f"| on the marker ({MASKS['marker'].mean():.1%}) |")
+            rule += "---|---|"
+        Markdown("\\n".join([header, rule, *rows]))
     '''),
     md("""
         ## With the command line
 
-            conformer-xai explain two_calls.wav --checkpoint checkpoint.pth --size-mismatch resize --out out/
+            conformer-xai explain examples/sounds/clip_000.wav --out out/
 
-        writes the same figure and a JSON summary (with the probabilities, the audio settings and
-        the fold). `--audio-config settings.json` changes any front-end setting (torchlibrosa's
-        names) and `--frames 448` pads or crops clips to 224 x 224 as the fork's `apply_padding`
-        does. A raw `.npy` spectrogram in dB is fed as it is.
+        explains a wav with the embedded `conformer_micro_audio` (the default for audio inputs
+        when no `--model` or `--checkpoint` is given), writing the same figure and a JSON summary
+        (with the probabilities, the audio settings and the fold). With your own checkpoint:
+        `conformer-xai explain clip.wav --checkpoint checkpoint.pth --size-mismatch resize`.
+        `--audio-config settings.json` changes any front-end setting (torchlibrosa's names) and
+        `--frames 448` pads or crops clips to 224 x 224 as the fork's `apply_padding` does. A raw
+        `.npy` spectrogram in dB is fed as it is. `conformer-xai evaluate --audio` scores every
+        method against the sound scenes' masks.
     """),
 ]
 

@@ -29,8 +29,13 @@ METHODS = ("features", "attention", "gradcam", "gradcam++", "layercam", "hiresca
 HEADS = ("fused", "cnn", "transformer")
 OUR_MODELS = ("conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
               "conformer_base_patch16", "resnet_micro", "deit_micro_patch16",
-              "conformer_micro_patch16")
-EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
+              "conformer_micro_patch16", "conformer_micro_audio")
+EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16",
+                   "conformer_micro_audio")
+#: The embedded models of the image scenes (``compare --weights embedded``, ``evaluate``).
+EMBEDDED_IMAGE_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
+#: The embedded spectrogram model: the default for audio inputs without --model/--checkpoint.
+DEFAULT_AUDIO_MODEL = "conformer_micro_audio"
 WEIGHTS = ("imagenet", "embedded", "random")
 DEVICES = ("auto", "cpu", "cuda")
 FORMATS = ("png", "pdf", "svg")

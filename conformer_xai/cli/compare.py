@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from ._common import (
-    EMBEDDED_MODELS,
+    EMBEDDED_IMAGE_MODELS,
     WEIGHTS,
     CliRuntimeError,
     CliUsageError,
@@ -42,7 +42,7 @@ PUBLISHED_MODELS = ("resnet101", "deit_small_patch16_224", "conformer_small_patc
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--models", type=CommaList(), default=None,
               help=f"Models, comma-separated (default: {', '.join(PUBLISHED_MODELS)}; with "
-                   f"--weights embedded: {', '.join(EMBEDDED_MODELS)}).")
+                   f"--weights embedded: {', '.join(EMBEDDED_IMAGE_MODELS)}).")
 @click.option("--weights", type=click.Choice(WEIGHTS), default=None,
               help="Weights source for every model (default: each model's own).")
 @click.option("--out", type=click.Path(file_okay=False), default="conformer-xai-out",
@@ -68,7 +68,7 @@ def compare_command(image: str, models: tuple[str, ...] | None, weights: str | N
     """
     started = time.perf_counter()
     if models is None:
-        models = EMBEDDED_MODELS if weights == "embedded" else PUBLISHED_MODELS
+        models = EMBEDDED_IMAGE_MODELS if weights == "embedded" else PUBLISHED_MODELS
     for name in models:
         check_weights(name, weights, None)
         check_model_name(name)

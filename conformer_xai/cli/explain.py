@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from ._common import (
+    DEFAULT_AUDIO_MODEL,
     HEADS,
     METHODS,
     WEIGHTS,
@@ -202,7 +203,8 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
 @click.option("--model", default=None,
               help="Model name: ours (conformer_*_patch*, *_micro*), the spectrogram fork's "
                    "(Conformer_tinytiny_patch16, any case) or any timm name (default: "
-                   "conformer_small_patch16; with --checkpoint the name saved in it, else the "
+                   "conformer_small_patch16, for audio files only: conformer_micro_audio with its "
+                   "embedded weights; with --checkpoint the name saved in it, else the "
                    "architecture read from its weights).")
 @click.option("--weights", type=click.Choice(WEIGHTS), default=None,
               help="Weights source (default: the model's own: imagenet for the published "
@@ -280,13 +282,16 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
     after every other image has been written.
     """
     started = time.perf_counter()
+    out_dir = Path(out)
+    images = discover_inputs(inputs, out_dir)
+    if model is None and checkpoint is None and images and all(
+            input_kind(path) == "audio" for path, _ in images):
+        model = DEFAULT_AUDIO_MODEL  # audio without a model: the embedded spectrogram model
     model = model_or_default(model, checkpoint)
     save_arrays = save_arrays or report  # the report is built from the arrays
     check_weights(model, weights, checkpoint)
     if (ema or num_heads) and checkpoint is None:
         raise CliUsageError(f"{'--ema' if ema else '--num-heads'} applies to --checkpoint files")
-    out_dir = Path(out)
-    images = discover_inputs(inputs, out_dir)
     if model is not None:
         check_model_name(model)
     jobs = plan_jobs(images, out_dir, fmt, save_arrays)

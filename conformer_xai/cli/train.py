@@ -9,6 +9,7 @@ import click
 from ._common import (
     EMBEDDED_MODELS,
     CliRuntimeError,
+    CliUsageError,
     PositiveFloat,
     api_errors,
     debug_option,
@@ -22,8 +23,10 @@ from ._common import (
 
 
 @click.command("train-synthetic")
-@click.option("--model", required=True, type=click.Choice(EMBEDDED_MODELS),
-              help="The small model to train.")
+@click.option("--model", default=None, type=click.Choice(EMBEDDED_MODELS),
+              help="The small model to train (required without --audio).")
+@click.option("--audio", is_flag=True,
+              help="Train the spectrogram model conformer_micro_audio on the sound scenes.")
 @click.option("--steps", type=click.IntRange(min=1), required=True,
               help="Optimiser steps; each sees --batch-size new scenes.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
@@ -39,23 +42,48 @@ from ._common import (
               help="Held-out scenes for the reported accuracy (default: the script's; 0 skips).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch (default: torch's choice).")
+@click.option("--workers", type=click.IntRange(min=0), default=None,
+              help="DataLoader processes generating the training data (default 0: in the "
+                   "training process).")
 @json_option
 @force_option
 @debug_option
 @report_errors
-def train_synthetic_command(model: str, steps: int, seed: int, out: str,
+def train_synthetic_command(model: str | None, audio: bool, steps: int, seed: int, out: str,
                             batch_size: int | None, lr: float | None, eval_n: int | None,
-                            threads: int | None, as_json: bool, force: bool, debug: bool) -> int:
+                            threads: int | None, workers: int | None, as_json: bool,
+                            force: bool, debug: bool) -> int:
     """Train a small model on freshly generated synthetic scenes and report its held-out
-    accuracy. Progress goes to stderr; the result (also in <out>/<model>.json) to stdout."""
-    from conformer_xai.synthetic.train import train_model
+    accuracy. Progress goes to stderr; the result (also in <out>/<model>.json) to stdout.
 
+    With --audio: conformer_micro_audio on the generated sound scenes (1-channel log-mel
+    spectrograms, 224 x 224 after the fold)."""
+    from conformer_xai.synthetic.sound_train import AUDIO_MODEL
+
+    if model is None and not audio:
+        raise CliUsageError("--model is required (one of "
+                            f"{', '.join(m for m in EMBEDDED_MODELS if m != AUDIO_MODEL)}), or "
+                            "--audio for the spectrogram model")
+    if audio and model not in (None, AUDIO_MODEL):
+        raise CliUsageError(f"--audio trains {AUDIO_MODEL}; {model} is an image model (drop "
+                            "--audio)")
+    audio = audio or model == AUDIO_MODEL
     options = {k: v for k, v in {"batch_size": batch_size, "lr": lr, "eval_n": eval_n,
-                                 "threads": threads}.items() if v is not None}
+                                 "threads": threads, "num_workers": workers}.items()
+               if v is not None}
     try:
         with no_empty_folder_on_failure(out), api_errors(debug, runtime=(FileExistsError,)):
-            result = train_model(model, steps, seed=seed, out=Path(out), force=force,
-                                 log=lambda line: click.echo(line, err=True), **options)
+            say = lambda line: click.echo(line, err=True)  # noqa: E731
+            if audio:
+                from conformer_xai.synthetic.sound_train import train_audio_model
+
+                result = train_audio_model(steps, seed=seed, out=Path(out), force=force, log=say,
+                                           **options)
+            else:
+                from conformer_xai.synthetic.train import train_model
+
+                result = train_model(model, steps, seed=seed, out=Path(out), force=force,
+                                     log=say, **options)
     except OSError as exc:
         raise CliRuntimeError(f"cannot write to {out}: {describe(exc)}") from exc
     if as_json:

@@ -113,3 +113,44 @@ def resnet_micro(pretrained: bool = False, **kwargs) -> ResNet:
 def deit_micro_patch16(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """DeiT-style ViT micro, patch 16 (1.42 M parameters), trained on the synthetic scenes."""
     return _create(VisionTransformer, "deit_micro_patch16", pretrained, **kwargs)
+
+
+# --------------------------------------------------------------------------- audio
+#: Constructor arguments of the small spectrogram Conformer (1 channel, depth 3).
+MICRO_AUDIO_ARGS: dict = dict(patch_size=16, in_chans=1, channel_ratio=0.25, embed_dim=96,
+                              num_heads=3, depth=3)
+
+
+def _audio_cfg() -> dict:
+    from ..synthetic.sounds import SOUND_NUM_CLASSES
+
+    return {
+        "url": "",
+        "num_classes": SOUND_NUM_CLASSES,
+        "input_size": (1, 224, 224),
+        "pool_size": None,
+        "crop_pct": 1.0,
+        "interpolation": "bicubic",
+        "mean": (0.0,),
+        "std": (1.0,),
+        "first_conv": "conv1",
+        "classifier": ("conv_cls_head", "trans_cls_head"),
+        "license": "apache-2.0",
+    }
+
+
+default_cfgs.update(generate_default_cfgs({"conformer_micro_audio.synthetic": _audio_cfg()}))
+
+
+@register_model
+def conformer_micro_audio(pretrained: bool = False, **kwargs) -> Conformer:
+    """Spectrogram Conformer micro (depth 3, 1 channel), trained on the synthetic sound scenes.
+
+    Input: the fork's folded log-mel spectrogram in dB, ``(1, 224, 224)`` for 448 frames, not
+    normalised (see :func:`conformer_xai.load_audio`).
+    """
+    kwargs = {**MICRO_AUDIO_ARGS, **kwargs}
+    model = build_model_with_cfg(Conformer, "conformer_micro_audio", pretrained=False, **kwargs)
+    if pretrained:
+        _load_embedded(model, "conformer_micro_audio")
+    return model

@@ -74,12 +74,14 @@ BASE_URL_ENV = "CONFORMER_XAI_BASE_URL"
 
 CONFORMER_MODELS = tuple(IMAGENET_FILES)
 COMPARISON_MODELS = ("resnet101", "deit_small_patch16_224")
-EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
+EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16",
+                   "conformer_micro_audio")
 KNOWN_MODELS = CONFORMER_MODELS + COMPARISON_MODELS + EMBEDDED_MODELS
 WEIGHT_CHOICES = ("imagenet", "embedded", "random")
 _FAMILIES = {**{n: "conformer" for n in CONFORMER_MODELS}, "resnet101": "resnet",
              "deit_small_patch16_224": "vit", "resnet_micro": "resnet",
-             "deit_micro_patch16": "vit", "conformer_micro_patch16": "conformer"}
+             "deit_micro_patch16": "vit", "conformer_micro_patch16": "conformer",
+             "conformer_micro_audio": "conformer"}
 
 _CONFORMER_HEADS = ("conv_cls_head", "trans_cls_head")
 _CONFORMER_STEM = "conv1"
