@@ -59,7 +59,7 @@ class FlowProbes:
                 if isinstance(output, tuple):
                     c, t = _probe(output[0]), _probe(output[1])
                     store[f"c{name}"], store[f"t{name}"] = c, t
-                    return c, t
+                    return (c, t, *output[2:])  # (a conv-trans block may return more)
                 p = _probe(output)
                 store[name] = p
                 return p
