@@ -52,7 +52,7 @@ def test_evaluate_audio_json_rows_have_the_image_rows_fields():
 @pytest.mark.parametrize(("args", "message"), [
     (("--audio", "--model", "conformer_micro_patch16"), "trained on the image scenes"),
     (("--model", "conformer_micro_audio", "--weights", "random"), "add --audio"),
-    ((), "--model is required"),
+    ((), "Missing option '--model'"),
 ])
 def test_evaluate_audio_usage_errors_are_one_line(args, message):
     result = run("evaluate", *args)

@@ -102,8 +102,8 @@ def evaluate_command(model: str | None, audio: bool, weights: str | None, checkp
     """
     if model is None:
         if not audio:
-            raise CliUsageError("--model is required (e.g. conformer_micro_patch16), or --audio "
-                                "for the spectrogram model")
+            raise CliUsageError("Missing option '--model' (e.g. conformer_micro_patch16), or "
+                                "--audio for the spectrogram model")
         model = DEFAULT_AUDIO_MODEL
     if audio and model in EMBEDDED_IMAGE_MODELS:
         raise CliUsageError(f"--audio scores a spectrogram model of the sound scenes; {model} "
@@ -115,9 +115,10 @@ def evaluate_command(model: str | None, audio: bool, weights: str | None, checkp
     check_model_name(model)
     check_weights(model, weights, checkpoint)
     if weights is None and checkpoint is None:
+        embedded = (DEFAULT_AUDIO_MODEL,) if audio else EMBEDDED_IMAGE_MODELS
         if model not in EMBEDDED_MODELS:
             raise CliUsageError(f"evaluate needs a model trained on the synthetic scenes: one "
-                                f"with embedded weights ({', '.join(EMBEDDED_MODELS)}) or "
+                                f"with embedded weights ({', '.join(embedded)}) or "
                                 f"--checkpoint FILE (e.g. from train-synthetic); {model} has "
                                 "no embedded weights")
         weights = "embedded"

@@ -61,7 +61,7 @@ def train_synthetic_command(model: str | None, audio: bool, steps: int, seed: in
     from conformer_xai.synthetic.sound_train import AUDIO_MODEL
 
     if model is None and not audio:
-        raise CliUsageError("--model is required (one of "
+        raise CliUsageError("Missing option '--model' (one of "
                             f"{', '.join(m for m in EMBEDDED_MODELS if m != AUDIO_MODEL)}), or "
                             "--audio for the spectrogram model")
     if audio and model not in (None, AUDIO_MODEL):
