@@ -22,8 +22,9 @@ from conformer_xai.models import Conformer
 
 REGISTERED = ["conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
               "conformer_base_patch16", "conformer_tinytiny_patch16",
-              "conformer_tinytinytiny_patch16", "conformer_micro_patch16"]
-TINY = dict(embed_dim=48, channel_ratio=0.25, num_heads=3)
+              "conformer_tinytinytiny_patch16", "conformer_micro_patch16", "conformer_micro_audio"]
+# in_chans=3 for every model (the spectrogram micro model defaults to 1): one input batch
+TINY = dict(embed_dim=48, channel_ratio=0.25, num_heads=3, in_chans=3)
 SIZE = (80, 112)  # not a multiple of 32: pad and resize modes differ
 
 

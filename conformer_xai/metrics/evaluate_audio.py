@@ -11,12 +11,11 @@ Only the standard library loads at import time.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .evaluate import ROW_FIELDS
+from .evaluate import ROW_FIELDS, _cell, _stats
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -340,41 +339,3 @@ def _is_constant(maps: torch.Tensor) -> torch.Tensor:
     return ((f.amax(1) == f.amin(1)) | f.isnan().any(1)).cpu()
 
 
-def _stats(values: list[torch.Tensor], constant: list[torch.Tensor], chance: list[torch.Tensor],
-           drop_constant: bool, rng: Any, bootstrap: int) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    out: dict[str, Any] = {"mean": None, "n": 0, "n_constant": 0, "chance": None, "ci95": None}
-    if not values:
-        return out
-    v = torch.cat(values).double().numpy()
-    c = torch.cat(constant).numpy().astype(bool)
-    keep = ~np.isnan(v)
-    if drop_constant:
-        keep &= ~c
-    out["n_constant"] = int((c | np.isnan(v)).sum())
-    out["n"] = int(keep.sum())
-    if chance:
-        ch = torch.cat(chance).double().numpy()
-        ch = ch[~np.isnan(ch)]
-        out["chance"] = round(float(ch.mean()), 6) if ch.size else None
-    v = v[keep]
-    if v.size == 0:
-        return out
-    mean = float(v.mean())
-    out["mean"] = mean if math.isfinite(mean) else None
-    if v.size >= 2 and bootstrap > 0:
-        idx = rng.integers(0, v.size, size=(bootstrap, v.size))
-        means = v[idx].mean(axis=1)
-        out["ci95"] = [round(float(np.percentile(means, 2.5)), 6),
-                       round(float(np.percentile(means, 97.5)), 6)]
-    return out
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)

@@ -85,7 +85,7 @@ def _load_embedded(model: torch.nn.Module, name: str) -> None:
 
 
 def _create(cls: type, name: str, pretrained: bool, **kwargs) -> torch.nn.Module:
-    kwargs = {**MICRO_ARGS[name], **kwargs}
+    kwargs = {**MICRO_ARGS.get(name, {}), **kwargs}
     extra = {}
     if cls is VisionTransformer:
         extra["feature_cfg"] = dict(out_indices=kwargs.pop("out_indices", 3), feature_cls="getter")
@@ -149,8 +149,5 @@ def conformer_micro_audio(pretrained: bool = False, **kwargs) -> Conformer:
     Input: the fork's folded log-mel spectrogram in dB, ``(1, 224, 224)`` for 448 frames, not
     normalised (see :func:`conformer_xai.load_audio`).
     """
-    kwargs = {**MICRO_AUDIO_ARGS, **kwargs}
-    model = build_model_with_cfg(Conformer, "conformer_micro_audio", pretrained=False, **kwargs)
-    if pretrained:
-        _load_embedded(model, "conformer_micro_audio")
-    return model
+    return _create(Conformer, "conformer_micro_audio", pretrained,
+                   **{**MICRO_AUDIO_ARGS, **kwargs})
