@@ -409,29 +409,37 @@ def format_table(result: dict[str, Any]) -> str:
             _cell(row.get("n")), _cell(chance.get("pointing_game")),
             _cell(chance.get("deletion_auc")), _cell(chance.get("insertion_auc")),
             _cell(max(const.values()) if const else None)])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
-    numeric = set(range(3, len(header)))
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    out = []
+    title = None
     if meta:
         acc = ", ".join(f"{h} {v:.1%}" for h, v in meta.get("accuracy", {}).items())
-        out.append(f"{meta.get('model')} (weights: {meta.get('weights')}), "
-                   f"{meta.get('n')} scenes (seed {meta.get('seed')}, "
-                   f"{meta.get('n_part')} with a part), accuracy: {acc}; tap "
-                   f"{meta.get('tap')}, reduce {meta.get('reduce')}")
+        title = (f"{meta.get('model')} (weights: {meta.get('weights')}), "
+                 f"{meta.get('n')} scenes (seed {meta.get('seed')}, "
+                 f"{meta.get('n_part')} with a part), accuracy: {acc}; tap "
+                 f"{meta.get('tap')}, reduce {meta.get('reduce')}")
+    return render_table(header, lines, title,
+                        "PG/EPG: pointing game / energy on the object (chance: the object's area "
+                        "share); part/body/off: energy shares on part-and-body scenes; Del (lower "
+                        "better) / Ins (higher better): RISE AUC (rand: a random map's); Rand: "
+                        "similarity to a randomised model's map (lower better); const: constant "
+                        "maps; -: not computed or undefined; 95 % intervals and the cascade: "
+                        "--json")
+
+
+def render_table(header: Sequence[str], lines: Sequence[Sequence[str]], title: str | None,
+                 legend: str) -> str:
+    """A plain-text table: optional title, header, rule, rows (columns 4+ right-aligned), legend."""
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
+              for i, h in enumerate(header)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i >= 3 else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    out = [title] if title else []
     out.append(fmt(header))
     out.append("  ".join("-" * w for w in widths))
     out.extend(fmt(line) for line in lines)
-    out.append("PG/EPG: pointing game / energy on the object (chance: the object's area share); "
-               "part/body/off: energy shares on part-and-body scenes; Del (lower better) / Ins "
-               "(higher better): RISE AUC (rand: a random map's); Rand: similarity to a "
-               "randomised model's map (lower better); const: constant maps; -: not computed "
-               "or undefined; 95 % intervals and the cascade: --json")
+    out.append(legend)
     return "\n".join(out)
 
 

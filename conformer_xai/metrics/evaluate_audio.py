@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .evaluate import ROW_FIELDS, _cell, _stats
+from .evaluate import ROW_FIELDS, _cell, _stats, render_table
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -295,28 +295,19 @@ def format_audio_table(result: dict[str, Any]) -> str:
                  row.get("insertion_auc"), ch.get("insertion_auc"),
                  row.get("randomisation_spearman"), row.get("randomisation_ssim")]
         lines.append([_cell(c) for c in cells])
-    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h)
-              for i, h in enumerate(header)]
-
-    def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i >= 3 else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    out = []
+    title = None
     if meta:
         acc = ", ".join(f"{h} {v:.1%}" for h, v in meta.get("accuracy", {}).items())
-        out.append(f"{meta.get('model')} (weights: {meta.get('weights')}), {meta.get('n')} sound "
-                   f"scenes (seed {meta.get('seed')}, {meta.get('n_part')} with a marker), "
-                   f"accuracy: {acc}")
-    out.append(fmt(header))
-    out.append("  ".join("-" * w for w in widths))
-    out.extend(fmt(line) for line in lines)
-    out.append("Maps unfolded to (mel band, frame). PG/EPG: pointing game / energy on the "
-               "deciding event (chance: its area share); part/body/off: energy shares on the "
-               "marker, the rest of the buzz, elsewhere; Del (lower better) / Ins (higher "
-               "better): AUC with cells set to the -100 dB floor, 'rand' a random map's; Rand: "
-               "similarity to a randomised model's map (lower better); -: not computed")
-    return "\n".join(out)
+        title = (f"{meta.get('model')} (weights: {meta.get('weights')}), {meta.get('n')} sound "
+                 f"scenes (seed {meta.get('seed')}, {meta.get('n_part')} with a marker), "
+                 f"accuracy: {acc}")
+    return render_table(header, lines, title,
+                        "Maps unfolded to (mel band, frame). PG/EPG: pointing game / energy on "
+                        "the deciding event (chance: its area share); part/body/off: energy "
+                        "shares on the marker, the rest of the buzz, elsewhere; Del (lower better)"
+                        " / Ins (higher better): AUC with cells set to the -100 dB floor, 'rand' "
+                        "a random map's; Rand: similarity to a randomised model's map (lower "
+                        "better); -: not computed")
 
 
 # ---------------------------------------------------------------------- helpers
