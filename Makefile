@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint notebooks bench clean venv
+.PHONY: demo test lint notebooks notebooks-sync bench clean venv
 
 venv: $(STAMP)
 
@@ -36,6 +36,11 @@ lint: $(STAMP)
 notebooks: $(STAMP)
 	mkdir -p out
 	$(BIN)/jupyter nbconvert --to html --execute --output-dir out/ notebooks/*.ipynb
+
+# the notebooks' sources are notebooks/*.py (jupytext percent format): after editing one, this
+# rewrites the paired .ipynb (cells only; the .ipynb files are committed without outputs)
+notebooks-sync: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.py
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks

@@ -1,4 +1,5 @@
-"""The tutorial notebooks: each runs top to bottom, and the committed files carry no outputs.
+"""The tutorial notebooks: each runs top to bottom, the committed files carry no outputs, and
+each ``.ipynb`` holds exactly the cells of its source, the paired jupytext ``.py`` file.
 
 Every notebook is executed with nbclient in a kernel of the interpreter running the tests: a
 kernelspec written to a temporary folder (on ``JUPYTER_PATH``) points at ``sys.executable``, so
@@ -10,12 +11,12 @@ shares the CPU with pytest-xdist's other worker. The timeout per cell only catch
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -31,6 +32,7 @@ EXPECTED = (
     "07_branch_flow",
 )
 NOTEBOOKS = [NOTEBOOK_DIR / f"{name}.ipynb" for name in EXPECTED]
+RESYNC = "edit the .py file (the source) and run `make notebooks-sync` (jupytext --sync notebooks/*.py)"
 KERNEL_NAME = "conformer-xai-tests"
 # A hang guard, not a speed test: the quick notebooks take at most 25 s each, whole. It also
 # bounds a rare stall seen once in a full run: the client missed the zmq wakeup of a reply that
@@ -51,11 +53,9 @@ def _read(path: Path) -> nbformat.NotebookNode:
     return nbformat.read(path, as_version=4)
 
 
-def _build_module():
-    spec = importlib.util.spec_from_file_location("notebooks_build", NOTEBOOK_DIR / "build.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
+    """What pairing keeps equal: each cell's type, source and tags."""
+    return [(c.cell_type, c.source, list(c.metadata.get("tags", []))) for c in nb.cells]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +80,8 @@ def kernel(tmp_path_factory):
 def test_the_notebooks_are_committed():
     found = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
     assert found == list(EXPECTED)
+    sources = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.py"))
+    assert sources == list(EXPECTED), "one jupytext .py source per notebook, nothing else"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
@@ -108,14 +110,20 @@ def test_notebook_starts_with_a_parameters_cell(path):
         assert 'MODEL_WEIGHTS = "embedded"' in first.source
 
 
-def test_committed_notebooks_are_what_build_py_writes():
-    build = _build_module()
-    assert tuple(build.NOTEBOOKS) == EXPECTED
-    for name in EXPECTED:
-        committed = (NOTEBOOK_DIR / f"{name}.ipynb").read_text(encoding="utf-8")
-        assert committed == build.render(name), (
-            f"{name}.ipynb differs from notebooks/build.py: edit the cell in build.py and run "
-            f"python notebooks/build.py")
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
+def test_notebook_is_in_sync_with_its_py_source(path):
+    source = path.with_suffix(".py")
+    text = jupytext.read(source)
+    committed = _read(path)
+    assert committed.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent", (
+        f"{path.name} is not paired with {source.name}: run jupytext --set-formats "
+        f"ipynb,py:percent {path}")
+    assert text.metadata.get("kernelspec") == committed.metadata.get("kernelspec")
+    ours, theirs = _cells(text), _cells(committed)
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        assert a == b, f"{path.name} cell {i} differs from {source.name}: {RESYNC}"
+    assert len(ours) == len(theirs), (
+        f"{path.name} has {len(theirs)} cells, {source.name} {len(ours)}: {RESYNC}")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids)
