@@ -100,8 +100,7 @@ print("image:", image_path.name,
 explanations = {model.model_name: nb.explain_image(model, image_path, device=DEVICE)
                 for model in models.values()}
 for name, exp in explanations.items():
-    print(f"{name} (explained: {exp.class_name(int(exp.target[0]))})")
-    print(nb.predictions_text(exp))
+    print(f"{name}\n{cx.plot.top_predictions_text(exp, k=3)}\n")
 
 # %% [markdown]
 # ## The paper's figure

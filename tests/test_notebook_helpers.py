@@ -65,18 +65,6 @@ def test_markdown_table_needs_columns():
         nb.markdown_table([{"a": 1}], [])
 
 
-def test_predictions_text_lists_each_heads_top_classes(tiny_exp):
-    _, _, exp = tiny_exp
-    text = nb.predictions_text(exp, k=2, index=1)
-    lines = text.splitlines()
-    assert [line.split()[0] for line in lines] == list(exp.logits)
-    for line, head in zip(lines, exp.logits):
-        p = exp.logits[head][1].float().softmax(-1)
-        top = p.argsort(descending=True)[:2]
-        expected = ", ".join(f"c{int(c)} {float(p[c]):.2f}" for c in top)
-        assert line.endswith(expected)
-
-
 # ------------------------------------------------------------------------------------ inputs
 def test_model_names_per_weights_choice(tmp_path):
     assert nb.model_names("embedded") == {"cnn": "resnet_micro", "conformer": MICRO,

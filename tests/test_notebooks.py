@@ -32,7 +32,8 @@ EXPECTED = (
     "07_branch_flow",
 )
 NOTEBOOKS = [NOTEBOOK_DIR / f"{name}.ipynb" for name in EXPECTED]
-RESYNC = "edit the .py file (the source) and run `make notebooks-sync` (jupytext --sync notebooks/*.py)"
+RESYNC = ("edit the .py file (the source) and run `make notebooks-sync` "
+          "(jupytext --sync notebooks/*.py)")
 KERNEL_NAME = "conformer-xai-tests"
 # A hang guard, not a speed test: the quick notebooks take at most 25 s each, whole. It also
 # bounds a rare stall seen once in a full run: the client missed the zmq wakeup of a reply that

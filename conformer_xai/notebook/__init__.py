@@ -28,13 +28,13 @@ from .measures import (
     part_body_off_rows,
     unit_range,
 )
-from .tables import MarkdownText, markdown_table, predictions_text
+from .tables import MarkdownText, markdown_table
 
 __all__ = [
     "CALL_CLASSES", "call_spectrogram", "write_call_split", "MapExplorer",
     "attention_heads_figure", "method_rows_figure", "rollout_options_figure", "NAMED_WEIGHTS",
     "SYNTHETIC_WEIGHTS", "benchmark_scene", "choose_image", "examples_dir", "explain_image",
     "load_batch", "load_weights", "model_names", "accuracy", "deepest_nonzero_block",
-    "fcu_down_ratios", "paper_blocks", "part_body_off_rows", "unit_range", "MarkdownText", "markdown_table",
-    "predictions_text",
+    "fcu_down_ratios", "paper_blocks", "part_body_off_rows", "unit_range", "MarkdownText",
+    "markdown_table",
 ]

@@ -1,4 +1,4 @@
-"""Markdown tables and prediction lines for notebook output (no pandas, no IPython needed)."""
+"""Markdown tables for notebook output (no pandas, no IPython needed)."""
 
 from __future__ import annotations
 
@@ -47,14 +47,3 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
               for row in rows]
     return MarkdownText("\n".join(lines))
 
-
-def predictions_text(exp: Any, k: int = 3, index: int = 0) -> str:
-    """Top-``k`` classes and probabilities of every classifier head of image ``index``.
-
-    One line per head: the head's name, then ``class probability`` pairs, best first.
-    """
-    lines = []
-    for head in exp.logits:
-        top = ", ".join(f"{exp.class_name(c)} {p:.2f}" for c, p in exp.top_classes(head, k)[index])
-        lines.append(f"  {head:12s} {top}")
-    return "\n".join(lines)
