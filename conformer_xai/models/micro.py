@@ -66,7 +66,7 @@ def _classifier_keys(model: torch.nn.Module) -> tuple[str, ...]:
 
 def _load_embedded(model: torch.nn.Module, name: str) -> None:
     """Load the shipped weights; a classifier of another class count keeps its fresh init."""
-    from .weights import load_embedded_state_dict
+    from .embedded import load_embedded_state_dict
 
     state = {k: v.to(torch.float32) for k, v in load_embedded_state_dict(name).items()}
     own = model.state_dict()
