@@ -834,18 +834,18 @@ def _create_conformer(variant: str, pretrained: bool = False, **kwargs) -> Confo
         return build_model_with_cfg(Conformer, variant, pretrained=False, feature_cfg=feature_cfg,
                                     **kwargs)
     from .errors import WeightsError, one_line
-    from .pretrained import prepare_pretrained
+    from .pretrained import finish_pretrained, prepare_pretrained
 
     # the weights load into the plain model; timm's builder then wraps it as it would
     wrap = {k: kwargs.pop(k) for k in ("features_only", "out_indices", "feature_cls")
             if k in kwargs}
-    origin, filter_fn = prepare_pretrained(variant, kwargs, checkpoint_filter_fn)
+    load = prepare_pretrained(variant, kwargs, checkpoint_filter_fn)
     try:
         model = build_model_with_cfg(Conformer, variant, pretrained=True,
-                                     pretrained_filter_fn=filter_fn, **kwargs)
+                                     pretrained_filter_fn=load.filter_fn, **kwargs)
     except RuntimeError as e:  # torch's load_state_dict on shapes the checks let through
-        raise WeightsError(f"{origin} does not fit {variant}: {one_line(e)}") from e
-    model.pretrained_cfg.pop("state_dict", None)  # the weights are in the model now
+        raise WeightsError(f"{load.origin} does not fit {variant}: {one_line(e)}") from e
+    finish_pretrained(model, load)
     if not wrap.get("features_only"):
         return model
     return build_model_with_cfg(lambda **_: model, variant, pretrained=False,

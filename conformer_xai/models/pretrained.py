@@ -11,6 +11,7 @@ and channel counts of those weights, so that heads are dropped exactly when they
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -19,14 +20,28 @@ from .checkpoint_files import clean_state_dict, load_state_dict_file
 from .fit import infer_checkpoint_config, plan_heads, warn_new_heads
 from .hub import imagenet_checkpoint
 
-__all__ = ["prepare_pretrained"]
+__all__ = ["PretrainedLoad", "prepare_pretrained", "finish_pretrained"]
 
 StateDict = dict[str, torch.Tensor]
 
 
+class PretrainedLoad(NamedTuple):
+    """What :func:`prepare_pretrained` hands to the builder, and how to tidy up after it."""
+
+    origin: str
+    filter_fn: Callable[[StateDict, nn.Module], StateDict]
+    #: The registered config's entries the overlay changed: put back in ``model.pretrained_cfg``.
+    restore: dict
+
+
+def finish_pretrained(model: nn.Module, load: PretrainedLoad) -> None:
+    """Drop the weights from ``model.pretrained_cfg`` and put back the registered entries."""
+    model.pretrained_cfg.pop("state_dict", None)
+    model.pretrained_cfg.update(load.restore)
+
+
 def prepare_pretrained(variant: str, kwargs: dict,
-                       rename: Callable[[StateDict], StateDict]
-                       ) -> tuple[str, Callable[[StateDict, nn.Module], StateDict]]:
+                       rename: Callable[[StateDict], StateDict]) -> PretrainedLoad:
     """Put a Conformer's pretrained weights into ``kwargs["pretrained_cfg_overlay"]``.
 
     Args:
@@ -37,8 +52,9 @@ def prepare_pretrained(variant: str, kwargs: dict,
         rename: The model's ``checkpoint_filter_fn``.
 
     Returns:
-        ``(origin, filter_fn)``: the weights' origin for messages, and the ``pretrained_filter_fn``
-        that renames the keys, checks that they fit the model and warns about new heads.
+        The weights' origin for messages, the ``pretrained_filter_fn`` that renames the keys,
+        checks that they fit the model and warns about new heads, and the config entries to put
+        back after the build (:func:`finish_pretrained`).
 
     Raises:
         FileNotFoundError, ValueError, WeightsError: The file cannot be read, the variant has no
@@ -73,4 +89,5 @@ def prepare_pretrained(variant: str, kwargs: dict,
         warn_new_heads(origin, variant, skipped, absent, stacklevel=7)
         return sd
 
-    return origin, filter_fn
+    return PretrainedLoad(origin, filter_fn, dict(num_classes=registered.num_classes,
+                                                  input_size=registered.input_size))
