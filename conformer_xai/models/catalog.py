@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 __all__ = ["CONFORMER_MODELS", "COMPARISON_MODELS", "EMBEDDED_MODELS", "KNOWN_MODELS",
-           "WEIGHT_CHOICES", "FAMILIES", "PublishedAccuracy", "COMPARISON_TOP1", "EMBEDDED_TOP1",
+           "WEIGHT_CHOICES", "MODEL_FAMILY", "PublishedAccuracy", "COMPARISON_TOP1", "EMBEDDED_TOP1",
            "unknown_name_message"]
 
 #: The published Conformer sizes (OpenMMLab's ImageNet-1k weights).
@@ -20,8 +20,8 @@ EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch1
                    "conformer_micro_audio")
 KNOWN_MODELS = CONFORMER_MODELS + COMPARISON_MODELS + EMBEDDED_MODELS
 WEIGHT_CHOICES = ("imagenet", "embedded", "random")
-#: The family (tap table) of each documented model.
-FAMILIES = {**{n: "conformer" for n in CONFORMER_MODELS}, "resnet101": "resnet",
+#: The family (tap table) of each documented model, by name.
+MODEL_FAMILY = {**{n: "conformer" for n in CONFORMER_MODELS}, "resnet101": "resnet",
             "deit_small_patch16_224": "vit", "resnet_micro": "resnet",
             "deit_micro_patch16": "vit", "conformer_micro_patch16": "conformer",
             "conformer_micro_audio": "conformer"}

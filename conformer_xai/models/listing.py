@@ -9,8 +9,8 @@ from .catalog import (
     CONFORMER_MODELS,
     EMBEDDED_MODELS,
     EMBEDDED_TOP1,
-    FAMILIES,
     KNOWN_MODELS,
+    MODEL_FAMILY,
     PublishedAccuracy,
 )
 from .hub import is_cached
@@ -54,6 +54,6 @@ def list_models() -> list[ModelRow]:
             sources, acc = ("embedded", "checkpoint", "random"), EMBEDDED_TOP1
         else:
             sources, acc = ("imagenet", "checkpoint", "random"), top1[name]
-        rows.append(ModelRow(name, FAMILIES[name], sources, acc.paper, acc.weights,
+        rows.append(ModelRow(name, MODEL_FAMILY[name], sources, acc.paper, acc.weights,
                              acc.weights_from, is_cached(name)))
     return rows
