@@ -23,6 +23,9 @@ from typing import Any
 
 import torch
 
+from .catalog import KNOWN_MODELS
+from .variants import CONFORMER_VARIANTS
+
 __all__ = ["TRAINING_SAFE_GLOBALS", "CHECKPOINT_ARCH_KEYS", "checkpoint_args",
            "infer_conformer_architecture", "matching_conformer_variant", "registered_name",
            "resolve_checkpoint_model", "CheckpointWarning"]
@@ -56,8 +59,6 @@ def checkpoint_args(raw: object) -> dict[str, Any] | None:
 def registered_name(name: str) -> str | None:
     """``name`` as registered with timm (exact, then lower-case), or None when unknown."""
     import timm
-
-    from .weights import KNOWN_MODELS
 
     for candidate in (name, name.lower()):
         if candidate in KNOWN_MODELS or timm.is_model(candidate):
@@ -99,8 +100,6 @@ _COMPARED = ("depth", "embed_dim", "channel_ratio", "patch_size", "qkv_bias", "m
 
 def matching_conformer_variant(arch: Mapping[str, Any]) -> str | None:
     """The registered Conformer whose architecture (heads included) is ``arch``, if any."""
-    from .conformer import CONFORMER_VARIANTS
-
     for name, variant in CONFORMER_VARIANTS.items():
         full = {**_ARCH_DEFAULTS, **variant}
         if all(full.get(k) == arch.get(k) for k in _COMPARED):

@@ -26,6 +26,7 @@ the model traces with ``torch.fx`` and exports with ``torch.export`` in both siz
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -33,7 +34,10 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
+from timm.models import PretrainedCfg
 from torch import nn
+
+from .variants import CONFORMER_VARIANTS, FORK_VARIANTS
 
 __all__ = ["Conformer", "BranchLogits", "BranchFeatures", "Attention", "TransformerBlock",
            "SIZE_MISMATCH_MODES", "token_resize_index"]
@@ -707,10 +711,42 @@ def _stem_size(n: int) -> int:
 
 
 # --------------------------------------------------------------------------- timm registration
-def _cfg(url: str = "", **kwargs) -> dict:
+#: OpenMMLab's mirror of the published weights (file names end in their sha256 prefix).
+_OPENMMLAB = "https://download.openmmlab.com/mmclassification/v0/conformer/"
+_FROM_OFFICIAL = "OpenMMLab (converted from the official file)"
+_OPENMMLAB_RENAMES = (
+    (".ln1.", ".norm1."),
+    (".ln2.", ".norm2."),
+    (".ffn.layers.0.0.", ".mlp.fc1."),
+    (".ffn.layers.1.", ".mlp.fc2."),
+)
+
+
+@dataclasses.dataclass
+class ConformerPretrainedCfg(PretrainedCfg):
+    """timm's pretrained config plus the published ImageNet-1k top-1 accuracies (%).
+
+    ``top1_paper`` is the paper's number, ``top1_weights`` that of the file at ``url`` and
+    ``weights_from`` who trained or converted that file. The three stay out of
+    :meth:`to_dict` (a model's ``pretrained_cfg``), which keeps timm's keys only.
+    """
+
+    top1_paper: float | None = None
+    top1_weights: float | None = None
+    weights_from: str | None = None
+
+    def to_dict(self, remove_source: bool = False, remove_null: bool = True) -> dict:
+        """timm's dict of the config, without the accuracies."""
+        out = super().to_dict(remove_source=remove_source, remove_null=remove_null)
+        for key in ("top1_paper", "top1_weights", "weights_from"):
+            out.pop(key, None)
+        return out
+
+
+def _cfg(url: str = "", **kwargs) -> ConformerPretrainedCfg:
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-    return {
+    return ConformerPretrainedCfg(**{
         "url": url,
         "num_classes": 1000,
         "input_size": (3, 224, 224),
@@ -726,24 +762,56 @@ def _cfg(url: str = "", **kwargs) -> dict:
         "paper_name": "Conformer: Local Features Coupling Global Representations for Visual Recognition",
         "origin_url": "https://github.com/pengzhiliang/Conformer",
         **kwargs,
+    })
+
+
+def _pretrained_cfgs() -> dict[str, ConformerPretrainedCfg]:
+    """The published ImageNet-1k weights (URL with sha256 prefix, accuracies) and the fork's."""
+    cfgs = {
+        "conformer_tiny_patch16.in1k": _cfg(
+            _OPENMMLAB + "conformer-tiny-p16_3rdparty_8xb128_in1k_20211206-f6860372.pth",
+            top1_paper=81.3, top1_weights=81.31, weights_from=_FROM_OFFICIAL),
+        "conformer_small_patch16.in1k": _cfg(
+            _OPENMMLAB + "conformer-small-p16_3rdparty_8xb128_in1k_20211206-3065dcf5.pth",
+            top1_paper=83.4, top1_weights=83.32, weights_from=_FROM_OFFICIAL),
+        "conformer_small_patch32.in1k": _cfg(
+            _OPENMMLAB + "conformer-small-p32_8xb128_in1k_20211206-947a0816.pth",
+            top1_weights=81.96, weights_from="OpenMMLab (own training)"),
+        "conformer_base_patch16.in1k": _cfg(
+            _OPENMMLAB + "conformer-base-p16_3rdparty_8xb128_in1k_20211206-bfdf8637.pth",
+            top1_paper=84.1, top1_weights=83.82, weights_from=_FROM_OFFICIAL),
     }
+    # the fork's variants: inputs are raw dB spectrograms, no mean/std, no crop
+    cfgs.update({name: _cfg(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0,
+                            license=None, origin_url="https://github.com/pengzhiliang/Conformer")
+                 for name in FORK_VARIANTS})
+    return cfgs
 
 
-#: The published variants: constructor arguments and published top-1 accuracy (%).
-CONFORMER_VARIANTS: dict[str, dict] = {
-    "conformer_tiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=384, num_heads=6),
-    "conformer_small_patch16": dict(patch_size=16, channel_ratio=4, embed_dim=384, num_heads=6),
-    "conformer_small_patch32": dict(patch_size=32, channel_ratio=4, embed_dim=384, num_heads=6),
-    "conformer_base_patch16": dict(patch_size=16, channel_ratio=6, embed_dim=576, num_heads=9),
-    # the spectrogram fork's (Conformer_xai) smaller variants; no published weights
-    "conformer_tinytiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=384, num_heads=3,
-                                       depth=6),
-    "conformer_tinytinytiny_patch16": dict(patch_size=16, channel_ratio=1, embed_dim=192,
-                                           num_heads=3, depth=3),
-}
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor],
+                         model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """Bring OpenMMLab's Conformer keys to the official names (timm's ``pretrained_filter_fn``).
 
-#: The fork's variants: raw log-mel spectrograms in dB (no normalisation), 1 channel repeated.
-FORK_VARIANTS = ("conformer_tinytiny_patch16", "conformer_tinytinytiny_patch16")
+    OpenMMLab adds ``backbone.`` and ``head.`` prefixes and renames ``norm1``/``norm2`` to
+    ``ln1``/``ln2`` and ``mlp.fc1``/``mlp.fc2`` to ``ffn.layers.0.0``/``ffn.layers.1``. A state dict
+    in the official names (the official repository's and the spectrogram fork's) or of another
+    model passes through unchanged.
+    """
+    if not any(k.startswith(("backbone.", "head.conv_cls_head.", "head.trans_cls_head."))
+               for k in state_dict):
+        return dict(state_dict)
+    return {_official_key(k): v for k, v in state_dict.items()}
+
+
+def _official_key(key: str) -> str:
+    if key.startswith("backbone."):
+        key = key[len("backbone."):]
+    elif key.startswith(("head.conv_cls_head.", "head.trans_cls_head.")):
+        key = key[len("head."):]
+    key = "." + key
+    for old, new in _OPENMMLAB_RENAMES:
+        key = key.replace(old, new)
+    return key[1:]
 
 
 def conformer_feature_cfg(kwargs: dict) -> dict:
@@ -765,13 +833,19 @@ def _create_conformer(variant: str, pretrained: bool = False, **kwargs) -> Confo
     if not pretrained:
         return build_model_with_cfg(Conformer, variant, pretrained=False, feature_cfg=feature_cfg,
                                     **kwargs)
-    from .weights import load_pretrained
+    from .errors import WeightsError, one_line
+    from .pretrained import finish_pretrained, prepare_pretrained
 
-    # weights load into the plain model (weights.py); timm's builder then wraps it as it would
+    # the weights load into the plain model; timm's builder then wraps it as it would
     wrap = {k: kwargs.pop(k) for k in ("features_only", "out_indices", "feature_cls")
             if k in kwargs}
-    model = build_model_with_cfg(Conformer, variant, pretrained=False, **kwargs)
-    load_pretrained(model, variant)
+    load = prepare_pretrained(variant, kwargs, checkpoint_filter_fn)
+    try:
+        model = build_model_with_cfg(Conformer, variant, pretrained=True,
+                                     pretrained_filter_fn=load.filter_fn, **kwargs)
+    except RuntimeError as e:  # torch's load_state_dict on shapes the checks let through
+        raise WeightsError(f"{load.origin} does not fit {variant}: {one_line(e)}") from e
+    finish_pretrained(model, load)
     if not wrap.get("features_only"):
         return model
     return build_model_with_cfg(lambda **_: model, variant, pretrained=False,
@@ -779,17 +853,10 @@ def _create_conformer(variant: str, pretrained: bool = False, **kwargs) -> Confo
 
 
 def _register() -> None:
-    """Register the four published variants with timm (called when the package is imported)."""
+    """Register the Conformer variants with timm (called when the package is imported)."""
     from timm.models import generate_default_cfgs, register_model
 
-    from .weights import IMAGENET_URLS
-
-    cfgs = {f"{name}.in1k": _cfg(url=IMAGENET_URLS[name]) for name in IMAGENET_URLS}
-    # the fork's variants: inputs are raw dB spectrograms, no mean/std, no crop
-    cfgs.update({name: _cfg(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), crop_pct=1.0,
-                            license=None, origin_url="https://github.com/pengzhiliang/Conformer")
-                 for name in FORK_VARIANTS})
-    globals()["default_cfgs"] = generate_default_cfgs(cfgs)
+    globals()["default_cfgs"] = generate_default_cfgs(_pretrained_cfgs())
     for fn in (conformer_tiny_patch16, conformer_small_patch16, conformer_small_patch32,
                conformer_base_patch16, conformer_tinytiny_patch16, conformer_tinytinytiny_patch16):
         register_model(fn)

@@ -12,12 +12,14 @@ CNN branch, from the same ``feature_info``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from timm.models import FeatureInfo
 from torch import nn
 
-from .conformer import Conformer
+if TYPE_CHECKING:  # the model file imports this one when it builds a backbone
+    from .conformer import Conformer
 
 __all__ = ["ConformerFeatures", "FEATURE_BRANCHES"]
 

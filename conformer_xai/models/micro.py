@@ -66,7 +66,7 @@ def _classifier_keys(model: torch.nn.Module) -> tuple[str, ...]:
 
 def _load_embedded(model: torch.nn.Module, name: str) -> None:
     """Load the shipped weights; a classifier of another class count keeps its fresh init."""
-    from .weights import load_embedded_state_dict
+    from .embedded import load_embedded_state_dict
 
     state = {k: v.to(torch.float32) for k, v in load_embedded_state_dict(name).items()}
     own = model.state_dict()
@@ -124,19 +124,8 @@ MICRO_AUDIO_ARGS: dict = dict(patch_size=16, in_chans=1, channel_ratio=0.25, emb
 def _audio_cfg() -> dict:
     from ..synthetic.sounds import SOUND_NUM_CLASSES
 
-    return {
-        "url": "",
-        "num_classes": SOUND_NUM_CLASSES,
-        "input_size": (1, 224, 224),
-        "pool_size": None,
-        "crop_pct": 1.0,
-        "interpolation": "bicubic",
-        "mean": (0.0,),
-        "std": (1.0,),
-        "first_conv": "conv1",
-        "classifier": ("conv_cls_head", "trans_cls_head"),
-        "license": "apache-2.0",
-    }
+    return _cfg("conv1", ("conv_cls_head", "trans_cls_head"), num_classes=SOUND_NUM_CLASSES,
+                input_size=(1, 224, 224), interpolation="bicubic", mean=(0.0,), std=(1.0,))
 
 
 default_cfgs.update(generate_default_cfgs({"conformer_micro_audio.synthetic": _audio_cfg()}))
