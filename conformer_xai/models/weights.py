@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
+from ..names import EMBEDDED_MODELS, WEIGHTS
 from .checkpoints import TRAINING_SAFE_GLOBALS, checkpoint_args, resolve_checkpoint_model
 
 __all__ = [
@@ -74,10 +75,8 @@ BASE_URL_ENV = "CONFORMER_XAI_BASE_URL"
 
 CONFORMER_MODELS = tuple(IMAGENET_FILES)
 COMPARISON_MODELS = ("resnet101", "deit_small_patch16_224")
-EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16",
-                   "conformer_micro_audio")
 KNOWN_MODELS = CONFORMER_MODELS + COMPARISON_MODELS + EMBEDDED_MODELS
-WEIGHT_CHOICES = ("imagenet", "embedded", "random")
+WEIGHT_CHOICES = WEIGHTS
 _FAMILIES = {**{n: "conformer" for n in CONFORMER_MODELS}, "resnet101": "resnet",
              "deit_small_patch16_224": "vit", "resnet_micro": "resnet",
              "deit_micro_patch16": "vit", "conformer_micro_patch16": "conformer",
