@@ -27,14 +27,15 @@ __all__ = ["Option", "MethodSpec", "REGISTRY", "KINDS", "READS", "SIDE_KEYS", "L
 #: How the engine computes a kind of method, and the uniform signature of its function:
 #: ``activation``: ``f(activation (B, C, h, w), **options) -> (B, h, w)`` per tap;
 #: ``cam``: ``f(activation, gradient) -> (B, h, w)`` per tap and head;
-#: ``attention``: ``f(attention (B, A, N, N), num_prefix_tokens) -> (B, N - prefix)`` per block;
-#: ``rollout``: ``f(attentions, num_prefix_tokens, options)``, or with ``per_head``
+#: ``attention-row``: ``f(attention (B, A, N, N), num_prefix_tokens) -> (B, N - prefix)`` per
+#: block;
+#: ``attention-chain``: ``f(attentions, num_prefix_tokens, options)``, or with ``per_head``
 #: ``f(attentions, attention_gradients, num_prefix_tokens)``, once per model;
 #: ``class-activation``: ``f(feature_map, head_weight, target, attentions, grid,
 #: num_prefix_tokens)``, once per model (TransCAM);
 #: ``own-pass``: ``f(run, **options) -> OwnPassOutput`` in a pass of its own
 #: (:mod:`conformer_xai.explain.own_pass`).
-KINDS = ("activation", "cam", "attention", "rollout", "class-activation", "own-pass")
+KINDS = ("activation", "cam", "attention-row", "attention-chain", "class-activation", "own-pass")
 #: What a method may read from the model.
 READS = ("activations", "gradients", "attention", "attention_gradients", "head_weights", "input")
 #: Rules of ``lrp`` / ``attnlrp`` on conv layers, in zennit's terms.
@@ -185,11 +186,11 @@ _LRP_OPTIONS = {"composite": Option(
 _OWN = dict(kind="own-pass", per_head=True, reads=("input",), tap="input",
             reduction="summed over input channels", input_map=True)
 
-REGISTRY: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in (
+_SPECS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("features", "activation", "methods.features:reduce_channels", "feature map",
                "the block's activation (the paper's feature maps)", reduction="explain(reduce=)",
                default=True, side_key="feature_channels", arguments=("reduce",)),
-    MethodSpec("attention", "attention", "methods.attention:class_token_attention", "attention",
+    MethodSpec("attention", "attention-row", "methods.attention:class_token_attention", "attention",
                "class-token attention (Dosovitskiy et al. 2021)", reads=("attention",),
                branches=("transformer",), tap="attention", reduction="mean over heads",
                default=True, side_key="attention_heads"),
@@ -210,11 +211,13 @@ REGISTRY: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in (
     MethodSpec("eigencam", "activation", "methods.cam:eigencam", "EigenCAM",
                "Muhammad and Yeasin 2020", reduction="first principal component, then ReLU",
                signed_tap_note="Eigen-CAM's component sign is set by a signed channel mean"),
-    MethodSpec("rollout", "rollout", "methods.rollout:attention_rollout", "attention rollout",
+    MethodSpec("rollout", "attention-chain", "methods.rollout:attention_rollout",
+               "attention rollout",
                "Abnar and Zuidema 2020", per_block=False, reads=("attention",),
                branches=("transformer",), tap="attention", reduction="explain(rollout_options=)",
                default=True),
-    MethodSpec("grad_rollout", "rollout", "methods.rollout:gradient_rollout", "gradient rollout",
+    MethodSpec("grad_rollout", "attention-chain", "methods.rollout:gradient_rollout",
+               "gradient rollout",
                "Chefer et al. 2021", per_block=False, per_head=True,
                reads=("attention", "attention_gradients"), branches=("transformer",),
                tap="attention", reduction="gradient-weighted attention, mean over heads",
@@ -240,7 +243,9 @@ REGISTRY: Mapping[str, MethodSpec] = MappingProxyType({s.name: s for s in (
                    "noise": Option(0.15, "noise standard deviation as a fraction of each "
                                    "image's value range", minimum=0, cli="--smoothgrad-noise")},
                **_OWN),
-)})
+)}
+#: Every method's spec, by name, in the order the CLI, the docs and the figures list them.
+REGISTRY: Mapping[str, MethodSpec] = MappingProxyType(_SPECS)
 
 #: Key prefixes of the side maps (``attention_heads``, ``feature_channels``) -> their method.
 SIDE_KEYS: Mapping[str, MethodSpec] = MappingProxyType(
@@ -323,3 +328,24 @@ def check_options(options: Mapping[str, Mapping[str, Any]] | None
                              f"{', '.join(REGISTRY[method].options)}")
     return {m: {name: opt.check(m, name, given.get(m, {}).get(name, opt.default))
                 for name, opt in REGISTRY[m].options.items()} for m in with_options}
+
+
+def methods_table() -> str:
+    """The README's table of methods (Markdown), generated from the registry."""
+    rows = ["| method | label | keys | reads | options | default | after |",
+            "|---|---|---|---|---|---|---|"]
+    for name, s in REGISTRY.items():
+        head = "<head>" if s.per_head else None
+        keys = [key_of(name, head)] if s.input_map else []
+        if s.per_block or not s.input_map:
+            keys.append(key_of(name, head, "<branch>" if len(s.branches) > 1 else s.branches[0],
+                               "<k>" if s.per_block else None))
+        options = ", ".join(f"`{o}` ({opt.cli}, {opt.default})" for o, opt in s.options.items())
+        rows.append(f"| `{name}` | {s.label} | {', '.join(f'`{k}`' for k in keys)} | "
+                    f"{', '.join(s.reads)}{' (own pass)' if s.own_pass else ''} | "
+                    f"{options or '-'} | {'yes' if s.default else '-'} | {s.citation} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - regenerates the README's table
+    print(methods_table(), end="")

@@ -15,7 +15,7 @@ from torch import nn
 
 from ..devices import resolve_dtype
 from ..names import HEADS
-from ..registry import REGISTRY, check_options
+from ..registry import REGISTRY, SIDE_KEYS, check_options
 from .caveats import SignedTapWarning, signed_tap_note
 from .main_pass import Context, compute_maps, plan_main_pass
 from .methods import DEFAULT_METHODS
@@ -200,7 +200,7 @@ class Explainer:
         raw: dict[str, torch.Tensor] = {}
         maps: dict[str, torch.Tensor] = {}
         geometry: dict[str, Any] = {}
-        chosen: dict[str, list[list[int]]] = {}
+        side_meta: dict[str, Any] = {}
         plan = plan_main_pass(self, main_specs, block_map, tap)
         target_t = None
         if main_specs:
@@ -208,7 +208,7 @@ class Explainer:
             ctx = Context(self, plan, heads, target_t, height, width, {"reduce": reduce},
                           channels, attn_heads, rollout_options, options)
             raw, maps, geometry = self._finish(compute_maps(ctx), height, width, upsample)
-            chosen = ctx.chosen
+            side_meta = ctx.meta
         flows, own_meta = {}, {}
         if own_specs:
             # without a main pass, the first own pass's forward gives the logits and the target
@@ -226,7 +226,7 @@ class Explainer:
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce, "tap": tap, "geometry": geometry,
                 "caveats": [caveat] if caveat else [],
-                **({"feature_channels": chosen} if chosen else {}),
+                **side_meta,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
                 "attention_path": plan.attention_path,
@@ -320,7 +320,7 @@ class Explainer:
                 r = r[..., :vh, :vw]
                 geometry[key] = {"stride": list(stride), "grid": [vh, vw]}
             cropped[key] = r
-            if not upsample or key.startswith(("attention_heads/", "feature_channels/")):
+            if not upsample or info["method"] in SIDE_KEYS:
                 continue
             maps[key] = normalise_per_image(upsample_grid(r, (height, width), stride,
                                                           uncovered=uncovered))

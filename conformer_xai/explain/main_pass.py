@@ -161,7 +161,8 @@ class Context:
     attn_heads: bool
     rollout_options: RolloutOptions
     method_options: Mapping[str, Mapping[str, Any]]
-    chosen: dict[str, list[list[int]]] = field(default_factory=dict)
+    #: Metadata of the side maps: ``side key -> {map key: chosen channels}``.
+    meta: dict[str, dict[str, Any]] = field(default_factory=dict)
     _attns: list[torch.Tensor] | None = None
 
     @property
@@ -207,7 +208,8 @@ def _activation(spec: MethodSpec, ctx: Context) -> Maps:
         out[key_of(spec.name, None, branch, k)] = spec.compute(act, **ctx.kwargs(spec))
         if spec.side_key and ctx.channels:
             key = key_of(spec.side_key, None, branch, k)
-            out[key], ctx.chosen[key] = top_channels(act, ctx.channels)
+            out[key], ctx.meta.setdefault(spec.side_key, {})[key] = top_channels(act,
+                                                                                 ctx.channels)
     return out
 
 
@@ -268,8 +270,8 @@ def _class_activation(spec: MethodSpec, ctx: Context) -> Maps:
 
 #: The main-pass kinds: ``kind -> (spec, context) -> raw maps``.
 KIND_COMPUTE: dict[str, Callable[[MethodSpec, Context], Maps]] = {
-    "activation": _activation, "cam": _cam, "attention": _attention, "rollout": _rollout,
-    "class-activation": _class_activation,
+    "activation": _activation, "cam": _cam, "attention-row": _attention,
+    "attention-chain": _rollout, "class-activation": _class_activation,
 }
 
 
