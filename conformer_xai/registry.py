@@ -205,7 +205,8 @@ _SPECS: dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("hirescam", function="methods.cam:hirescam", label="HiResCAM",
                citation="Draelos and Carin 2020", **_CAM),
     MethodSpec("xgradcam", function="methods.cam:xgradcam", label="XGrad-CAM",
-               citation="Fu et al. 2020", **_CAM),
+               citation="Fu et al. 2020", signed_tap_note="XGrad-CAM's weights divide by a "
+               "channel's activation sum, which can vanish on signed activations", **_CAM),
     MethodSpec("gradcam_elementwise", function="methods.cam:gradcam_elementwise",
                label="Grad-CAM element-wise", citation="pytorch-grad-cam", **_CAM),
     MethodSpec("eigencam", "activation", "methods.cam:eigencam", "EigenCAM",

@@ -17,7 +17,8 @@ from conformer_xai.explain import Explanation, main_pass, own_pass
 from conformer_xai.registry import REGISTRY, SIDE_KEYS, MethodSpec, key_of, parse_key
 
 REPO = Path(__file__).resolve().parents[1]
-ENGINE = [REPO / "conformer_xai" / "explain" / f for f in ("explainer.py", "main_pass.py")]
+ENGINE = [REPO / "conformer_xai" / "explain" / f
+          for f in ("explainer.py", "main_pass.py", "arguments.py")]
 
 
 def test_names_module_imports_no_torch():
