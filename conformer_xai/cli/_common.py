@@ -1,7 +1,8 @@
 """What every command shares: error reporting, option types, shared options, output checks.
 
-This module imports only click and the standard library, so that usage errors are answered
-before torch loads. Everything heavy is imported inside the command functions.
+This module imports only click, the standard library and the torch-free names module
+(:mod:`conformer_xai.names`), so that usage errors are answered before torch loads. Everything
+heavy is imported inside the command functions.
 """
 
 from __future__ import annotations

@@ -134,13 +134,16 @@ class ArgumentChecks:
         return t
 
 
-def _with_option(option: str, given: Mapping[str, Mapping[str, Any]] | None
-                 ) -> dict[str, Mapping[str, Any]]:
-    """``given`` plus an empty entry for every method that has ``option``."""
-    out = dict(given or {}) if isinstance(given, Mapping) else {}
+def _with_option(option: str, value: Any, given: Mapping[str, Mapping[str, Any]] | None
+                 ) -> Any:
+    """``given`` with ``value`` as the default of ``option`` for every method that has it (what
+    is not a mapping is left for :func:`conformer_xai.registry.check_options` to report)."""
+    if given is not None and not isinstance(given, Mapping):
+        return given
+    out: dict[str, Any] = dict(given or {})
     for m, spec in REGISTRY.items():
-        if option in spec.options:
-            out.setdefault(m, {})
+        if option in spec.options and isinstance(out.get(m, {}), Mapping):
+            out[m] = {option: value, **out.get(m, {})}
     return out
 
 

@@ -181,8 +181,7 @@ class Explainer(ArgumentChecks):
         check_reduce(reduce)
         if lrp_composite is not None:
             check_composite(lrp_composite)
-            method_options = {m: {"composite": lrp_composite, **dict(given)}
-                              for m, given in _with_option("composite", method_options).items()}
+            method_options = _with_option("composite", lrp_composite, method_options)
         options = check_options(method_options)
         check_tap_kind(tap)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:

@@ -278,7 +278,7 @@ def head_branch_matrix(exp: Explanation, method: str = "gradcam", block: int | N
 
     Args:
         exp: An explanation computed with ``head=("cnn", "transformer")`` (or any heads).
-        method: A gradient method ("gradcam", "gradcam++", "layercam", "hirescam").
+        method: A gradient method (a "cam" spec of the registry: "gradcam", "xgradcam", ...).
         block: Block shown (default: the deepest block where some map is not all zero).
         heads: Rows; default the explained ``cnn``/``transformer`` heads (else the first head).
         image: Display image under the maps (default: ``exp.image``).
