@@ -370,7 +370,7 @@ _LABELS = {
     "pgc_transformer": "pytorch-grad-cam GradCAM, 12 transformer taps (1 call)",
     "pgc_per_tap": "pytorch-grad-cam GradCAM, 24 calls (1 per tap)",
     "captum_lgc": "captum LayerGradCam, 1 tap (last block)",
-    "lrp": "conformer-xai lrp (1 head; main pass + LRP pass)",
+    "lrp": "conformer-xai lrp (1 head; its own pass only, no main pass)",
     "lrp_pass": "LRP pass alone (1 head)",
 }
 
