@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conformer_xai import Explainer
+from conformer_xai import Explainer, Explanation
 
 SCRIPT = Path(sys.executable).parent / "conformer-xai"
 SCENE = Path(__file__).resolve().parent.parent / "examples" / "scenes" / "scene_000.png"
@@ -118,13 +118,18 @@ def test_smoothgrad_alone_resolves_the_target_with_one_plain_forward(tiny_confor
 def test_cli_method_options_reach_the_run(tmp_path: Path):
     out = tmp_path / "out"
     done = run("explain", SCENE, "--model", "conformer_micro_patch16", "--weights", "embedded",
-               "--methods", "integrated_gradients,xgradcam", "--ig-steps", "3", "--blocks", "12",
-               "--head", "fused", "--out", out)
+               "--methods", "integrated_gradients,xgradcam,gradcam_elementwise", "--ig-steps", "3",
+               "--blocks", "12", "--head", "fused", "--out", out, "--save-arrays")
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "scene_000.json").read_text())
     assert summary["method_options"] == {"integrated_gradients": {"steps": 3}}
     assert "integrated_gradients/fused" in summary["maps"]
-    assert "xgradcam/fused/cnn/12" in summary["maps"]
+    for method in ("xgradcam", "gradcam_elementwise"):
+        assert f"{method}/fused/cnn/12" in summary["maps"]
+        assert f"{method}/fused/transformer/12" in summary["maps"]
+    saved = Explanation.load(out / "scene_000.maps.npz")
+    assert saved.meta["method_options"] == {"integrated_gradients": {"steps": 3}}
+    assert "gradcam_elementwise/fused/transformer/12" in saved.maps
 
 
 @pytest.mark.parametrize("args,fragments", [
