@@ -2,31 +2,24 @@
 
 What each method is (its function, what it reads, its key shape, label, options) is its
 :class:`~conformer_xai.registry.MethodSpec` in :data:`~conformer_xai.registry.REGISTRY`; the
-names below are views of that table. Methods never register hooks.
+names below are views of that table (a new method needs no line here). Methods never register
+hooks.
 """
 
 from __future__ import annotations
 
 from ...registry import REGISTRY, MethodSpec
 from .attention import class_token_attention
-from .cam import (
-    eigencam,
-    gradcam,
-    gradcam_elementwise,
-    gradcam_plus_plus,
-    hirescam,
-    layercam,
-    xgradcam,
-)
+from .cam import eigencam, gradcam, gradcam_plus_plus, hirescam, layercam
 from .features import reduce_channels
 from .rollout import attention_rollout, gradient_rollout
 from .transcam import transcam
 
 __all__ = [
     "MethodSpec", "METHODS", "DEFAULT_METHODS", "CAM_METHODS", "reduce_channels",
-    "class_token_attention", "gradcam", "gradcam_plus_plus", "layercam", "hirescam", "xgradcam",
-    "gradcam_elementwise", "eigencam", "attention_rollout", "gradient_rollout", "transcam",
-    "SIGNED_METHODS", "INPUT_METHODS", "OWN_PASS_METHODS",
+    "class_token_attention", "gradcam", "gradcam_plus_plus", "layercam", "hirescam", "eigencam",
+    "attention_rollout", "gradient_rollout", "transcam", "SIGNED_METHODS", "INPUT_METHODS",
+    "OWN_PASS_METHODS",
 ]
 
 #: Every method's spec, by name (the registry).
