@@ -66,7 +66,8 @@ def test_quick_run_prints_the_table_and_writes_the_json(tmp_path):
                     "captum_one_tap_over_ours", "ours_over_forward"):
             assert ratios[key] > 0
         assert set(run["goals"]) == {"ours_over_fwd_bwd", "pgc_set_over_ours",
-                                     "memory_ours_over_fwd_bwd", "lrp_pass_over_fwd_bwd"}
+                                     "memory_ours_over_fwd_bwd", "lrp_over_fwd_bwd",
+                                     "lrp_pass_over_fwd_bwd"}
         assert ratios["lrp_over_fwd_bwd"] == cases["lrp"]["median_s"] / cases["fwd_bwd"][
             "median_s"]
         assert ratios["lrp_pass_over_fwd_bwd"] == cases["lrp_pass"]["median_s"] / cases[

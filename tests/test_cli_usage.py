@@ -229,19 +229,3 @@ def test_existing_outputs_are_kept_without_force(photo_dir: Path, tmp_path: Path
     assert str(out / "sub" / "cat") in line
     assert json.loads(mine.read_text()) == {"mine": True}
     assert sorted(p.name for p in out.rglob("*")) == ["cat.json", "sub"]
-
-
-def test_static_name_lists_match_the_package():
-    from conformer_xai.cli import _common
-    from conformer_xai.explain import METHODS
-    from conformer_xai.explain.explainer import HEAD_NAMES
-    from conformer_xai.models.weights import EMBEDDED_MODELS, WEIGHT_CHOICES
-
-    assert set(_common.METHODS) == set(METHODS)
-    assert _common.HEADS == HEAD_NAMES
-    assert _common.EMBEDDED_MODELS == EMBEDDED_MODELS
-    assert _common.WEIGHTS == WEIGHT_CHOICES
-    import timm
-
-    for name in _common.OUR_MODELS:
-        assert timm.is_model(name), name

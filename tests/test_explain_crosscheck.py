@@ -7,12 +7,23 @@ import pytest
 import torch
 from captum.attr import LayerGradCam
 from conftest import make_tiny_conformer
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+from pytorch_grad_cam import (
+    GradCAM,
+    GradCAMElementWise,
+    GradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    XGradCAM,
+)
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection
 
 from conformer_xai import Explainer
+from conformer_xai.explain.methods import CAM_METHODS
 
 TARGETS = [1, 3]  # two images, different targets
+#: pytorch-grad-cam's class of every gradient CAM method but Grad-CAM (checked on its own below).
+PYTORCH_GRAD_CAM = {"gradcam++": GradCAMPlusPlus, "layercam": LayerCAM, "hirescam": HiResCAM,
+                    "xgradcam": XGradCAM, "gradcam_elementwise": GradCAMElementWise}
 BLOCKS = [1, 6, 12]
 
 
@@ -118,12 +129,15 @@ def assert_matches_pytorch_grad_cam(conformer, x, explanation, cam_class, method
 def cam_family(conformer, x):
     with Explainer(conformer) as explainer:
         return explainer.explain(x, target=TARGETS, head=("fused", "cnn", "transformer"),
-                                 methods=("gradcam++", "layercam", "hirescam", "eigencam"),
+                                 methods=(*PYTORCH_GRAD_CAM, "eigencam"),
                                  blocks=[1, 6, 11], tap="attention_input")
 
 
-@pytest.mark.parametrize("method,cam_class", [("gradcam++", GradCAMPlusPlus),
-                                              ("layercam", LayerCAM), ("hirescam", HiResCAM)])
+def test_every_cam_method_is_cross_checked():
+    assert set(CAM_METHODS) == {"gradcam", *PYTORCH_GRAD_CAM}
+
+
+@pytest.mark.parametrize("method,cam_class", list(PYTORCH_GRAD_CAM.items()))
 @pytest.mark.parametrize("head,branch,block", [("cnn", "cnn", 6), ("fused", "cnn", 1),
                                                ("transformer", "transformer", 11),
                                                ("fused", "transformer", 6)])

@@ -1,7 +1,8 @@
 """What every command shares: error reporting, option types, shared options, output checks.
 
-This module imports only click and the standard library, so that usage errors are answered
-before torch loads. Everything heavy is imported inside the command functions.
+This module imports only click, the standard library and the torch-free names module
+(:mod:`conformer_xai.names`), so that usage errors are answered before torch loads. Everything
+heavy is imported inside the command functions.
 """
 
 from __future__ import annotations
@@ -21,22 +22,19 @@ from typing import Any
 
 import click
 
+from ..names import (  # noqa: F401  (the commands import these names from here)
+    DEFAULT_AUDIO_MODEL,
+    DEFAULT_METHODS,
+    EMBEDDED_IMAGE_MODELS,
+    EMBEDDED_MODELS,
+    HEADS,
+    METHODS,
+    OUR_MODELS,
+    WEIGHTS,
+)
+
 PROG = "conformer-xai"
 
-METHODS = ("features", "attention", "gradcam", "gradcam++", "layercam", "hirescam", "eigencam",
-           "rollout", "grad_rollout", "transcam", "lrp", "attnlrp", "integrated_gradients",
-           "smoothgrad")
-HEADS = ("fused", "cnn", "transformer")
-OUR_MODELS = ("conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
-              "conformer_base_patch16", "resnet_micro", "deit_micro_patch16",
-              "conformer_micro_patch16", "conformer_micro_audio")
-EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16",
-                   "conformer_micro_audio")
-#: The embedded models of the image scenes (``compare --weights embedded``, ``evaluate``).
-EMBEDDED_IMAGE_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
-#: The embedded spectrogram model: the default for audio inputs without --model/--checkpoint.
-DEFAULT_AUDIO_MODEL = "conformer_micro_audio"
-WEIGHTS = ("imagenet", "embedded", "random")
 DEVICES = ("auto", "cpu", "cuda")
 FORMATS = ("png", "pdf", "svg")
 MIN_SIDE, MAX_SIDE, MAX_PIXELS = 32, 8192, 16 * 2**20

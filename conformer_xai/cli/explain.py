@@ -14,6 +14,7 @@ import click
 
 from ._common import (
     DEFAULT_AUDIO_MODEL,
+    DEFAULT_METHODS,
     HEADS,
     METHODS,
     WEIGHTS,
@@ -44,7 +45,7 @@ from ._common import (
     weights_notes,
     write_json,
 )
-from ._map_options import reduce_option, tap_option
+from ._map_options import given_method_options, method_options, reduce_option, tap_option
 from .report import check_report_out, write_report
 
 SCENE_NAME = re.compile(r"scene_\d+")
@@ -242,11 +243,12 @@ def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
               help="Classifier heads to explain, comma-separated (default: all of the "
                    "model's).")
 @click.option("--methods", type=CommaList(METHODS), default=None,
-              help=f"Methods, comma-separated, from: {', '.join(METHODS)} (default: features, "
-                   "attention, gradcam, rollout, grad_rollout where they apply).")
+              help=f"Methods, comma-separated, from: {', '.join(METHODS)} (default: "
+                   f"{', '.join(DEFAULT_METHODS)} where they apply).")
 @blocks_option
 @tap_option
 @reduce_option
+@method_options
 @device_option
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True,
               help="Images per forward pass.")
@@ -289,6 +291,7 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
         model = DEFAULT_AUDIO_MODEL  # audio without a model: the embedded spectrogram model
     model = model_or_default(model, checkpoint)
     save_arrays = save_arrays or report  # the report is built from the arrays
+    method_opts = given_method_options(methods)
     check_weights(model, weights, checkpoint)
     if (ema or num_heads) and checkpoint is None:
         raise CliUsageError(f"{'--ema' if ema else '--num-heads'} applies to --checkpoint files")
@@ -334,6 +337,8 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
             options["reduce"] = reduce
         if methods:
             options["methods"] = methods
+        if method_opts:
+            options["method_options"] = method_opts
         caveat = run_caveat(net, methods, blocks)
         if caveat:
             notes.append(caveat)
@@ -521,6 +526,8 @@ class BatchRun:
             "input_size": list(exp.input_size), "heads": list(exp.heads),
             "tap": exp.meta.get("tap"), "reduce": exp.meta.get("reduce"),
             "methods": exp.methods, "maps": exp.keys(),
+            **({"method_options": exp.meta["method_options"]}
+               if exp.meta.get("method_options") else {}),
             "target": {"index": target, "name": exp.class_name(target)},
             "predictions": predictions(exp), "notes": exp.meta["notes"],
             "size_mismatch": exp.meta.get("size_mismatch"),

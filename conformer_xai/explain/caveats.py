@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..registry import REGISTRY
+
 __all__ = ["SignedTapWarning", "SIGNED_TAP_METHODS", "signed_tap_note"]
 
-#: Methods defined for non-negative (post-ReLU) activations.
-SIGNED_TAP_METHODS = ("gradcam++", "layercam", "eigencam")
+#: Methods defined for non-negative (post-ReLU) activations (their specs' ``signed_tap_note``).
+SIGNED_TAP_METHODS = tuple(m for m, s in REGISTRY.items() if s.signed_tap_note)
 
 
 class SignedTapWarning(UserWarning):
@@ -28,13 +30,7 @@ def signed_tap_note(methods: Iterable[str], branches: Iterable[str]) -> str | No
     if not found or "transformer" not in set(branches):
         return None
     return (f"{', '.join(found)} on transformer taps: "
-            + "; ".join(_WHY[m] for m in found)
+            + "; ".join(REGISTRY[m].signed_tap_note for m in found)
             + "; these methods assume non-negative (post-ReLU) activations, transformer tokens "
               "are signed (compare with gradcam or hirescam)")
 
-
-_WHY = {
-    "gradcam++": "Grad-CAM++'s alpha weights are unbounded on signed activations",
-    "layercam": "LayerCAM's ReLU(gradient) x activation keeps negative products",
-    "eigencam": "Eigen-CAM's component sign is set by a signed channel mean",
-}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -14,22 +13,23 @@ import torch
 from torch import nn
 
 from ..devices import resolve_dtype
-from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
+from ..names import HEADS
+from ..registry import REGISTRY, SIDE_KEYS, check_options
+from .arguments import ArgumentChecks, _display_image, _rollout_options, _with_option
 from .caveats import SignedTapWarning, signed_tap_note
-from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
-from .methods.features import DEFAULT_REDUCE, check_reduce, reduce_channels, top_channels
-from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
-from .methods.transcam import transcam
-from .own_pass import check_composite, run_own_passes
+from .main_pass import Context, compute_maps, plan_main_pass
+from .methods.features import DEFAULT_REDUCE, check_reduce
+from .methods.rollout import RolloutOptions
+from .own_pass import OwnPassRun, check_composite, run_own_passes
 from .result import Explanation, normalise_per_image, parse_key, upsample_grid
 from .taps import ModelAdapter, Tap, adapter_for, check_tap_kind
 
 __all__ = ["Explainer"]
 
-HEAD_NAMES = ("fused", "cnn", "transformer")
+HEAD_NAMES = HEADS
 
 
-class Explainer:
+class Explainer(ArgumentChecks):
     """Explains a Conformer, a timm ResNet or a timm ViT/DeiT: every map from one forward pass.
 
     Hooks live only for the duration of :meth:`explain` (removed in ``finally``); used as a context
@@ -90,9 +90,7 @@ class Explainer:
 
     def applicable_methods(self) -> tuple[str, ...]:
         """Methods this model supports."""
-        has_trans = "transformer" in self.branches
-        return tuple(m for m, s in METHODS.items() if (has_trans or not s.transformer_only)
-                     and (not s.families or self.family in s.families))
+        return tuple(m for m, s in REGISTRY.items() if s.applies_to(self.family, self.branches))
 
     # ------------------------------------------------------------------ the engine
     def explain(
@@ -111,7 +109,8 @@ class Explainer:
         image: torch.Tensor | np.ndarray | None = None,
         meta: Mapping[str, Any] | None = None,
         upsample: bool = True,
-        lrp_composite: str = "epsilon",
+        lrp_composite: str | None = None,
+        method_options: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Explanation:
         """Compute every requested map for a batch in one forward pass.
 
@@ -126,12 +125,14 @@ class Explainer:
                 only head); an int for all images; a sequence/tensor of B ints.
             head: Classifier head(s) for the gradient methods: "fused", "cnn", "transformer", or a
                 sequence of them (they share the forward pass). Default: "fused", or the only head.
-            methods: Subset of ``features, attention, gradcam, gradcam++, layercam, hirescam,
-                eigencam, rollout, grad_rollout, transcam, lrp, attnlrp, integrated_gradients,
-                smoothgrad``. Default: features, attention, gradcam, rollout, grad_rollout (those
-                that apply to the model). ``lrp`` and ``attnlrp`` run one modified backward per
-                head in a pass of their own; ``integrated_gradients`` and ``smoothgrad`` run
-                about 50 passes each (:mod:`conformer_xai.explain.own_pass`).
+            methods: Names from :data:`conformer_xai.names.METHODS` (one
+                :class:`~conformer_xai.registry.MethodSpec` each in the method registry; the
+                README lists them). Default: the registry's default set, features, attention,
+                gradcam, rollout, grad_rollout (those that apply to the model). ``lrp`` and
+                ``attnlrp`` run one modified backward per head in a pass of their own;
+                ``integrated_gradients`` and ``smoothgrad`` run 50 passes each by default
+                (:mod:`conformer_xai.explain.own_pass`). When only such methods are asked
+                for, there is no main pass: the logits and the target come from their pass.
             blocks: 1-based blocks for the per-block methods (the same for every branch, or a
                 mapping branch -> blocks); None = all.
             reduce: Channel reduction of "features": "mean", "abs_mean", "l2", "max", "pca"
@@ -157,7 +158,13 @@ class Explainer:
                 returns only ``raw`` (what batch runs that store grids need).
             lrp_composite: Rules of ``lrp`` / ``attnlrp`` on conv layers, in zennit's terms:
                 "epsilon" (everywhere; the default) or "epsilon_gamma_box" (gamma 0.25 on conv
-                layers whose input is non-negative, the bounded rule at the input layer).
+                layers whose input is non-negative, the bounded rule at the input layer); the
+                same as ``method_options={"lrp": {"composite": ...}}`` for both variants.
+            method_options: Options of the methods, ``method -> {option: value}``, as their
+                specs declare them: ``integrated_gradients``: ``steps`` (int >= 1, default 50);
+                ``smoothgrad``: ``samples`` (int >= 1, default 50) and ``noise`` (> 0, default
+                0.15 of the value range); ``lrp`` / ``attnlrp``: ``composite``. The values used
+                for the run's methods go to ``meta["method_options"]``.
 
         Returns:
             An :class:`Explanation`.
@@ -172,7 +179,10 @@ class Explainer:
         block_map = self._resolve_blocks(blocks, methods)
         rollout_options = _rollout_options(rollout_options)
         check_reduce(reduce)
-        check_composite(lrp_composite)
+        if lrp_composite is not None:
+            check_composite(lrp_composite)
+            method_options = _with_option("composite", lrp_composite, method_options)
+        options = check_options(method_options)
         check_tap_kind(tap)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 0:
             raise ValueError(f"channels must be an int >= 0, got {channels!r}")
@@ -181,152 +191,44 @@ class Explainer:
             raise ValueError(f"meta must be a mapping (dict), got {type(meta).__name__}")
         img = None if image is None else _display_image(image)
 
-        specs = [METHODS[m] for m in methods]
-        need_grads = any(s.needs_gradients for s in specs)
-        need_attention = any(s.needs_attention for s in specs)
-        feature_methods = [m for m in methods if m in ("features", "eigencam")]
-        cam_methods = [m for m in methods if m in CAM_METHODS]
-
-        recorded: dict[Any, torch.Tensor] = {}
-        wanted: dict[Any, nn.Module] = {}
-        wanted_inputs: dict[Any, nn.Module] = {}
-        grad_keys: dict[tuple[str, int], Any] = {}
-        for branch, ks in block_map.items():
-            for k in ks:
-                t = self.adapter.tap(branch, k)
-                if feature_methods:
-                    wanted[id(t.feature_module)] = t.feature_module
-                if cam_methods:
-                    module, reads_input = t.gradient_source(tap)
-                    if reads_input:
-                        grad_keys[branch, k] = ("input", id(module))
-                        wanted_inputs[grad_keys[branch, k]] = module
-                    else:
-                        grad_keys[branch, k] = id(module)
-                        wanted[id(module)] = module
-        if "transcam" in methods:
-            last_cnn = self.adapter.tap("cnn", self.num_blocks("cnn")).feature_module
-            wanted[id(last_cnn)] = last_cnn
-        attn_modules = self.adapter.attention_modules if need_attention else []
-        # attention from the fused kernel's qkv (and proj input for its gradient) when the
-        # module allows it; otherwise the explicit path's probabilities at attn_drop
-        recompute = bool(attn_modules) and all(supports_recompute(a) for a in attn_modules)
-        for attn in attn_modules:
-            if recompute:
-                wanted[id(attn.qkv)] = attn.qkv
-                if "grad_rollout" in methods:
-                    wanted_inputs[id(attn.proj)] = attn.proj
-            else:
-                wanted[id(attn.attn_drop)] = attn.attn_drop
-        attn_grad_module = [a.proj if recompute else a.attn_drop for a in attn_modules]
-
+        specs = [REGISTRY[m] for m in methods]
+        main_specs = [s for s in specs if not s.own_pass]
+        own_specs = [s for s in specs if s.own_pass]
         height, width = x.shape[-2:]
-        with self._model_state(explicit_attention=need_attention and not recompute), \
-                self._recording(wanted, recorded, wanted_inputs):
-            x_in = x.detach().requires_grad_(need_grads)
-            amp = (torch.autocast(x.device.type, dtype=autocast_dtype) if autocast_dtype
-                   else contextlib.nullcontext())
-            with torch.set_grad_enabled(need_grads), amp:
-                logits = self.adapter.forward(x_in)
-            target_t = self._resolve_target(target, logits, x.shape[0])
-            grads: dict[str, dict[Any, torch.Tensor | None]] = {}
-            if need_grads:
-                grad_ids = list(grad_keys.values())
-                if "grad_rollout" in methods:
-                    grad_ids += [id(m) for m in attn_grad_module]
-                grad_ids = list(dict.fromkeys(grad_ids))
-                tensors = [recorded[i] for i in grad_ids]
-                for n, h in enumerate(heads):
-                    score = logits[h].float().gather(1, target_t[:, None]).sum()
-                    with amp:
-                        g = torch.autograd.grad(score, tensors, retain_graph=n < len(heads) - 1,
-                                                allow_unused=True)
-                    grads[h] = {i: (None if gi is None else gi.detach())
-                                for i, gi in zip(grad_ids, g)}
-            recorded = {i: t.detach() for i, t in recorded.items()}
-            logits = {h: v.detach().float() for h, v in logits.items()}
-
         raw: dict[str, torch.Tensor] = {}
-        chosen: dict[str, list[list[int]]] = {}
-        grid = self._grid_fn(height, width)
-        for branch, ks in block_map.items():
-            for k in ks:
-                t = self.adapter.tap(branch, k)
-                if feature_methods:
-                    act = grid(t, recorded[id(t.feature_module)]).float()
-                    if "features" in methods:
-                        raw[f"features/{branch}/{k}"] = reduce_channels(act, reduce)
-                        if channels:
-                            key = f"feature_channels/{branch}/{k}"
-                            raw[key], chosen[key] = top_channels(act, channels)
-                    if "eigencam" in methods:
-                        raw[f"eigencam/{branch}/{k}"] = eigencam(act)
-                for m in cam_methods:
-                    act = grid(t, recorded[grad_keys[branch, k]]).float()
-                    for h in heads:
-                        g = grads[h].get(grad_keys[branch, k])
-                        g = torch.zeros_like(act) if g is None else grid(t, g).float()
-                        raw[f"{m}/{h}/{branch}/{k}"] = CAM_METHODS[m](act, g)
-        if need_attention:
-            if recompute:
-                attns = [attention_from_qkv(a, recorded[id(a.qkv)]) for a in attn_modules]
-            else:
-                attns = [recorded[id(a.attn_drop)].float() for a in attn_modules]
-            npt = self.adapter.num_prefix_tokens
-
-            def to_grid(v: torch.Tensor, block: int = 1) -> torch.Tensor:
-                # each block's own token grid; rollouts end on the first block's grid
-                tap = self.adapter.tap("transformer", block)
-                gh, gw = (tap.grid or self.adapter.token_grid)(height, width)
-                return v.reshape(*v.shape[:-1], gh, gw)
-
-            if "attention" in methods:
-                for k in block_map.get("transformer", []):
-                    a = attns[k - 1]
-                    raw[f"attention/transformer/{k}"] = to_grid(class_token_attention(a, npt), k)
-                    if attn_heads:
-                        raw[f"attention_heads/transformer/{k}"] = to_grid(
-                            class_token_attention(a, npt, fusion="none"), k)
-            if "rollout" in methods:
-                raw["rollout/transformer"] = to_grid(attention_rollout(attns, npt, rollout_options))
-            if "grad_rollout" in methods:
-                for h in heads:
-                    g = [grads[h].get(id(m)) for m in attn_grad_module]
-                    if recompute:
-                        g = [None if gi is None else attention_grad(a, recorded[id(a.qkv)], gi)
-                             for a, gi in zip(attn_modules, g)]
-                    raw[f"grad_rollout/{h}/transformer"] = to_grid(gradient_rollout(attns, g, npt))
-            if "transcam" in methods:
-                if len({a.shape[-1] for a in attns}) > 1:
-                    raise ValueError("transcam sums attention over blocks, which needs one token "
-                                     "grid for every block; this input's grid changes between "
-                                     "blocks (size_mismatch='resize'): use size_mismatch='pad' "
-                                     "or an input whose sides are multiples of 32")
-                head_weight = self.model.conv_cls_head.weight.detach()
-                first = self.adapter.tap("transformer", 1)
-                raw["transcam/cnn"] = transcam(recorded[id(last_cnn)], head_weight, target_t,
-                                               attns, (first.grid or self.adapter.token_grid)(
-                                                   height, width), npt)
-
-        raw, maps, geometry = self._finish(raw, height, width, upsample)
+        maps: dict[str, torch.Tensor] = {}
+        geometry: dict[str, Any] = {}
+        side_meta: dict[str, Any] = {}
+        plan = plan_main_pass(self, main_specs, block_map, tap)
+        target_t = None
+        if main_specs:
+            logits, target_t = plan.run(self, x, target, heads, autocast_dtype)
+            ctx = Context(self, plan, heads, target_t, height, width, {"reduce": reduce},
+                          channels, attn_heads, rollout_options, options)
+            raw, maps, geometry = self._finish(compute_maps(ctx), height, width, upsample)
+            side_meta = ctx.meta
         flows, own_meta = {}, {}
-        if any(METHODS[m].own_pass for m in methods):
-            own_raw, own_maps, flows, own_meta = run_own_passes(
-                self, x, target_t, heads, methods, block_map, upsample, lrp_composite)
+        if own_specs:
+            # without a main pass, the first own pass's forward gives the logits and the target
+            run = OwnPassRun(self, x, heads, block_map, requested=target, target=target_t)
+            own_raw, own_maps, flows, own_meta = run_own_passes(run, own_specs, options,
+                                                                upsample)
             raw.update(own_raw)
             maps.update(own_maps)
             geometry.update(own_meta.pop("geometry"))
+            if target_t is None:
+                logits, target_t = run.logits, run.target
         caveat = signed_tap_note(methods, [b for b, ks in block_map.items() if ks])
         if caveat:
             warnings.warn(caveat, SignedTapWarning, stacklevel=2)
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce, "tap": tap, "geometry": geometry,
                 "caveats": [caveat] if caveat else [],
-                **({"feature_channels": chosen} if chosen else {}),
+                **side_meta,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
-                "attention_path": None if not need_attention
-                else ("fused, recomputed from qkv" if recompute else "explicit")}
+                "attention_path": plan.attention_path,
+                "method_options": {s.name: options[s.name] for s in specs if s.options}}
         if getattr(self.model, "size_mismatch", None) is not None:
             info["size_mismatch"] = self.model.size_mismatch
         info.update(own_meta)
@@ -416,40 +318,11 @@ class Explainer:
                 r = r[..., :vh, :vw]
                 geometry[key] = {"stride": list(stride), "grid": [vh, vw]}
             cropped[key] = r
-            if not upsample or key.startswith(("attention_heads/", "feature_channels/")):
+            if not upsample or info["method"] in SIDE_KEYS:
                 continue
             maps[key] = normalise_per_image(upsample_grid(r, (height, width), stride,
                                                           uncovered=uncovered))
         return cropped, maps, geometry
-
-    @contextlib.contextmanager
-    def _recording(self, wanted: dict[Any, nn.Module], store: dict[Any, torch.Tensor],
-                   wanted_inputs: dict[Any, nn.Module] | None = None) -> Iterator[None]:
-        """Record the output of each module in ``wanted`` (the first input of each module in
-        ``wanted_inputs``) into ``store`` under the given key."""
-        handles = []
-
-        def make_hook(key: Any):
-            def hook(module: nn.Module, args: Any, output: Any) -> None:
-                store[key] = output[0] if isinstance(output, tuple) else output
-
-            return hook
-
-        def make_pre_hook(key: Any):
-            def pre_hook(module: nn.Module, args: Any) -> None:
-                store[key] = args[0]
-
-            return pre_hook
-
-        try:
-            for key, module in wanted.items():
-                handles.append(module.register_forward_hook(make_hook(key)))
-            for key, module in (wanted_inputs or {}).items():
-                handles.append(module.register_forward_pre_hook(make_pre_hook(key)))
-            yield
-        finally:
-            for h in handles:
-                h.remove()
 
     @contextlib.contextmanager
     def _model_state(self, explicit_attention: bool) -> Iterator[None]:
@@ -476,144 +349,3 @@ class Explainer:
                 p.requires_grad_(True)
             for m in training:
                 m.training = True
-
-    def _check_input(self, x: Any) -> None:
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"x must be a torch.Tensor (B, C, H, W), got {type(x).__name__}")
-        if x.ndim != 4:
-            raise ValueError(f"x must be a (B, C, H, W) batch, got shape {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise ValueError(f"x must be a floating-point normalised batch, got dtype {x.dtype}; "
-                             "use conformer_xai.load_image or the model's data config")
-        if x.shape[0] == 0:
-            raise ValueError("x is an empty batch (B = 0)")
-        param = next(self.model.parameters(), None)
-        if param is not None and x.dtype != param.dtype:
-            raise ValueError(f"x is {x.dtype} but the model's parameters are {param.dtype}; "
-                             f"pass x.to({param.dtype}) (for mixed precision use autocast_dtype)")
-        expected = _in_chans(self.model)
-        mono_ok = self.family == "conformer" and expected == 3 and x.shape[1] == 1
-        if expected is not None and x.shape[1] != expected and not mono_ok:
-            also = " (or 1, repeated over 3)" if self.family == "conformer" and expected == 3 else ""
-            raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}{also}")
-        if x.shape[-2] < 32 or x.shape[-1] < 32:
-            raise ValueError(f"x height and width must be >= 32, got {tuple(x.shape[-2:])}")
-        if not torch.isfinite(x).all():
-            raise ValueError("x contains NaN or infinite pixels")
-
-    def _check_branch(self, branch: str) -> None:
-        if branch not in self.branches:
-            raise ValueError(f"unknown branch {branch!r}; accepted: {', '.join(self.branches)}")
-
-    def _resolve_heads(self, head: str | Sequence[str] | None) -> list[str]:
-        if head is None:
-            return [self.default_head]
-        heads = [head] if isinstance(head, str) else list(head)
-        if not heads:
-            raise ValueError(f"head must name at least one of {', '.join(self.heads)}")
-        for h in heads:
-            if h not in self.heads:
-                raise ValueError(f"unknown head {h!r} for a {self.family} model; accepted: "
-                                 f"{', '.join(self.heads)}")
-        return list(dict.fromkeys(heads))
-
-    def _resolve_methods(self, methods: Sequence[str] | str | None) -> list[str]:
-        applicable = self.applicable_methods()
-        if methods is None:
-            return [m for m in DEFAULT_METHODS if m in applicable]
-        methods = [methods] if isinstance(methods, str) else list(methods)
-        if not methods:
-            raise ValueError(f"methods must name at least one of {', '.join(METHODS)}")
-        for m in methods:
-            if m not in METHODS:
-                raise ValueError(f"unknown method {m!r}; accepted: {', '.join(METHODS)}")
-            if m not in applicable:
-                raise ValueError(f"method {m!r} needs a transformer branch; a {self.family} model "
-                                 f"accepts: {', '.join(applicable)}")
-        return list(dict.fromkeys(methods))
-
-    def _resolve_blocks(self, blocks: Sequence[int] | Mapping[str, Sequence[int]] | None,
-                        methods: Sequence[str]) -> dict[str, list[int]]:
-        out: dict[str, list[int]] = {}
-        for branch in self.branches:
-            n = len(self.adapter.taps[branch])
-            if blocks is None:
-                ks = list(range(1, n + 1))
-            elif isinstance(blocks, Mapping):
-                unknown = set(blocks) - set(self.branches)
-                if unknown:
-                    raise ValueError(f"unknown branch {sorted(unknown)[0]!r} in blocks; accepted: "
-                                     f"{', '.join(self.branches)}")
-                ks = list(blocks.get(branch, []))
-            elif isinstance(blocks, (str, bytes)):
-                raise ValueError(f"blocks must be ints (1-based), not the string {blocks!r}")
-            else:
-                ks = [blocks] if isinstance(blocks, (int, np.integer)) else list(blocks)
-                if not ks:
-                    raise ValueError("blocks is empty; name at least one block, or None for all")
-            for k in ks:
-                if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
-                    raise ValueError(f"block {k!r} out of range for the {branch} branch; "
-                                     f"accepted: 1..{n}")
-            out[branch] = sorted({int(k) for k in ks})
-        return out
-
-    def _resolve_target(self, target: Any, logits: dict[str, torch.Tensor],
-                        batch: int) -> torch.Tensor:
-        first = logits[self.default_head]
-        num_classes = first.shape[-1]
-        device = first.device
-        if target is None:
-            return first.detach().argmax(dim=-1)
-        expected = f"target must be None, a class index or {batch} class indices"
-        if isinstance(target, (int, np.integer)) and not isinstance(target, (bool, np.bool_)):
-            t = torch.full((batch,), int(target), dtype=torch.long, device=device)
-        else:
-            try:
-                values = torch.as_tensor(target)
-            except (TypeError, ValueError, RuntimeError) as err:
-                raise ValueError(f"{expected}, got {target!r}") from err
-            if values.dtype == torch.bool or values.is_floating_point() or values.is_complex():
-                raise ValueError(f"{expected} (integers), got {target!r}")
-            if values.ndim > 1:
-                raise ValueError(f"{expected} (one dimension), got shape {tuple(values.shape)}")
-            t = values.to(device=device, dtype=torch.long).flatten()
-            if t.numel() != batch:
-                raise ValueError(f"target has {t.numel()} entries for a batch of {batch}")
-        if (t < 0).any() or (t >= num_classes).any():
-            raise ValueError(f"target {t.tolist()} out of range; accepted: 0..{num_classes - 1}")
-        return t
-
-
-def _rollout_options(options: RolloutOptions | Mapping[str, Any] | None) -> RolloutOptions:
-    if isinstance(options, RolloutOptions):
-        return options
-    if options is not None and not isinstance(options, Mapping):
-        raise ValueError(f"rollout_options must be a RolloutOptions or a dict, "
-                         f"got {type(options).__name__}")
-    accepted = [f.name for f in dataclasses.fields(RolloutOptions)]
-    unknown = sorted(set(options or {}) - set(accepted))
-    if unknown:
-        raise ValueError(f"unknown rollout option {unknown[0]!r}; accepted: {', '.join(accepted)}")
-    return RolloutOptions(**dict(options or {}))
-
-
-def _display_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
-    try:
-        array = np.asarray(image.detach().cpu() if isinstance(image, torch.Tensor) else image)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"image must be an array (B, H, W, C) in [0, 1], got {image!r}") from err
-    if array.dtype.kind not in "uif" or array.ndim not in (3, 4):
-        raise ValueError(f"image must be a numeric array (H, W, C) or (B, H, W, C), "
-                         f"got {array.dtype} with shape {array.shape}")
-    return torch.as_tensor(array)
-
-
-def _in_chans(model: nn.Module) -> int | None:
-    value = getattr(model, "in_chans", None)
-    if isinstance(value, int):
-        return value
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return None

@@ -1,6 +1,7 @@
 """Input-level baselines through captum: Integrated Gradients and SmoothGrad, per head.
 
-Both run many forward and backward passes (:data:`STEPS` each), so they are opt-in. Integrated
+Both run many forward and backward passes (:data:`STEPS` each by default; the ``steps`` and
+``samples`` options of their specs), so they are opt-in. Integrated
 Gradients integrates from a baseline that means "nothing" for the input: a blurred copy of the
 image for photos (3 channels), and for single-channel inputs (log-mel spectrograms) the floor
 value of each input, i.e. its minimum, the normalised value of silence (not 0 dB).
@@ -13,15 +14,17 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..registry import REGISTRY
+
 __all__ = ["input_attributions", "nothing_baseline", "STEPS", "BLUR_SIGMA_FRACTION",
            "NOISE_FRACTION"]
 
-#: Integration steps of Integrated Gradients and noisy samples of SmoothGrad.
-STEPS = 50
+#: Default integration steps of Integrated Gradients and noisy samples of SmoothGrad.
+STEPS = REGISTRY["integrated_gradients"].options["steps"].default
 #: Gaussian blur of the photo baseline: sigma as a fraction of the shorter image side.
 BLUR_SIGMA_FRACTION = 0.1
-#: SmoothGrad noise: standard deviation as a fraction of each image's value range.
-NOISE_FRACTION = 0.15
+#: Default SmoothGrad noise: standard deviation as a fraction of the images' value range.
+NOISE_FRACTION = REGISTRY["smoothgrad"].options["noise"].default
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -47,7 +50,8 @@ def nothing_baseline(x: torch.Tensor) -> torch.Tensor:
 
 def input_attributions(head_fn: Callable[[str], Callable[[torch.Tensor], torch.Tensor]],
                        x: torch.Tensor, target: torch.Tensor, heads: Sequence[str],
-                       methods: Sequence[str], steps: int = STEPS) -> dict[str, torch.Tensor]:
+                       methods: Sequence[str], steps: int = STEPS, samples: int = STEPS,
+                       noise: float = NOISE_FRACTION) -> dict[str, torch.Tensor]:
     """``<method>/<head>`` (B, H, W) maps summed over channels.
 
     Integrated Gradients keeps its sign; SmoothGrad averages absolute gradients (captum's
@@ -59,7 +63,10 @@ def input_attributions(head_fn: Callable[[str], Callable[[torch.Tensor], torch.T
         target: (B,) classes.
         heads: Heads to explain.
         methods: Subset of "integrated_gradients", "smoothgrad".
-        steps: Integration steps / noisy samples.
+        steps: Integration steps of Integrated Gradients.
+        samples: Noisy samples of SmoothGrad.
+        noise: SmoothGrad's noise standard deviation as a fraction of the batch's mean value
+            range.
     """
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
@@ -80,7 +87,7 @@ def input_attributions(head_fn: Callable[[str], Callable[[torch.Tensor], torch.T
             if "smoothgrad" in methods:
                 span = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))).mean()
                 sg = NoiseTunnel(Saliency(fn)).attribute(
-                    x, nt_type="smoothgrad", nt_samples=steps, nt_samples_batch_size=batch,
-                    stdevs=float(NOISE_FRACTION * span), target=tgt)
+                    x, nt_type="smoothgrad", nt_samples=samples, nt_samples_batch_size=batch,
+                    stdevs=float(noise * span), target=tgt)
                 out[f"smoothgrad/{h}"] = sg.detach().float().sum(dim=1)
     return out

@@ -12,40 +12,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..registry import REGISTRY, SIDE_KEYS, head_for, parse_key
+
 __all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "upsample",
            "upsample_grid"]
 
 #: The ``format`` field of the JSON sidecar :meth:`Explanation.save` writes.
 SAVE_FORMAT = "conformer-xai explanation v1"
-GRADIENT_KEY_PARTS = 4  # <method>/<head>/<branch>/<k>
-#: Methods whose keys carry no classifier head: <method>/<branch>/<k>.
-HEADLESS_METHODS = ("features", "attention", "attention_heads", "eigencam", "transcam",
-                    "feature_channels")
+#: Methods whose keys carry no classifier head: <method>/<branch>[/<k>] (from the registry).
+HEADLESS_METHODS = (*(m for m, s in REGISTRY.items() if not s.per_head), *SIDE_KEYS)
 #: Methods with an input-resolution map per head: <method>/<head> (and, for LRP, per-tap maps
 #: <method>/<head>/<branch>/<k>).
-INPUT_METHODS = ("lrp", "attnlrp", "integrated_gradients", "smoothgrad")
-
-
-def parse_key(key: str) -> dict[str, Any]:
-    """Split a map key into its parts: method, head (or None), branch, block (or None).
-
-    >>> parse_key("gradcam/fused/cnn/12")
-    {'method': 'gradcam', 'head': 'fused', 'branch': 'cnn', 'block': 12}
-    """
-    parts = key.split("/")
-    if parts[0] == "transcam" and len(parts) == 2:
-        return {"method": "transcam", "head": None, "branch": parts[1], "block": None}
-    if parts[0] in INPUT_METHODS and len(parts) == 2:
-        return {"method": parts[0], "head": parts[1], "branch": None, "block": None}
-    if parts[0] in HEADLESS_METHODS:
-        return {"method": parts[0], "head": None, "branch": parts[1], "block": int(parts[2])}
-    if parts[0] == "rollout":
-        return {"method": "rollout", "head": None, "branch": parts[1], "block": None}
-    if parts[0] == "grad_rollout":
-        return {"method": "grad_rollout", "head": parts[1], "branch": parts[2], "block": None}
-    if len(parts) == GRADIENT_KEY_PARTS:
-        return {"method": parts[0], "head": parts[1], "branch": parts[2], "block": int(parts[3])}
-    raise ValueError(f"not a map key: {key!r}")
+INPUT_METHODS = tuple(m for m, s in REGISTRY.items() if s.input_map)
 
 
 def _range(flat: torch.Tensor, rtol: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -220,8 +198,7 @@ class Explanation:
         Raises:
             KeyError: No map or several maps match; the message lists what is available.
         """
-        if head is None and self.heads and method not in (*HEADLESS_METHODS, "rollout"):
-            head = self.heads[0]
+        head = head_for(method, head, self.heads)
         keys = self.find(method, branch, block, head)
         if len(keys) > 1 and branch is None and block is None:
             # the input-resolution map of a method that also has per-tap maps (lrp/<head>)

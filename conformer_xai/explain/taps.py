@@ -29,10 +29,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..names import TAPS
+
 __all__ = ["Tap", "ModelAdapter", "adapter_for", "SUPPORTED_FAMILIES", "TAP_KINDS"]
 
 #: Where transformer gradient methods read a block (see the module docstring).
-TAP_KINDS = ("residual", "attention_input")
+TAP_KINDS = TAPS
 
 SUPPORTED_FAMILIES = ("conformer (conformer_xai.models.Conformer)",
                       "resnet (timm.models.resnet.ResNet)",

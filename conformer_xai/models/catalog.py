@@ -8,18 +8,15 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ..names import CONFORMER_MODELS, EMBEDDED_MODELS, WEIGHTS
+
 __all__ = ["CONFORMER_MODELS", "COMPARISON_MODELS", "EMBEDDED_MODELS", "KNOWN_MODELS",
            "WEIGHT_CHOICES", "MODEL_FAMILY", "PublishedAccuracy", "COMPARISON_TOP1", "EMBEDDED_TOP1",
            "unknown_name_message"]
 
-#: The published Conformer sizes (OpenMMLab's ImageNet-1k weights).
-CONFORMER_MODELS = ("conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",
-                    "conformer_base_patch16")
 COMPARISON_MODELS = ("resnet101", "deit_small_patch16_224")
-EMBEDDED_MODELS = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16",
-                   "conformer_micro_audio")
 KNOWN_MODELS = CONFORMER_MODELS + COMPARISON_MODELS + EMBEDDED_MODELS
-WEIGHT_CHOICES = ("imagenet", "embedded", "random")
+WEIGHT_CHOICES = WEIGHTS
 #: The family (tap table) of each documented model, by name.
 MODEL_FAMILY = {**{n: "conformer" for n in CONFORMER_MODELS}, "resnet101": "resnet",
             "deit_small_patch16_224": "vit", "resnet_micro": "resnet",

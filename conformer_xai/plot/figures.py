@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from matplotlib.figure import Figure, SubFigure
 
+from ..names import BRANCHES
+from ..registry import REGISTRY
 from .panels import (
     DEFAULT_ALPHA,
     DEFAULT_CMAP,
@@ -27,8 +29,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["block_strip", "head_branch_matrix", "compare", "block_agreement"]
 
-BRANCHES = ("cnn", "transformer")
-HEADS = ("fused", "cnn", "transformer")
 PANEL_INCHES = 1.55
 
 
@@ -39,7 +39,7 @@ def method_label(method: str) -> str:
 
 #: Figure wording of the transformer gradient taps (``Explanation.meta["tap"]``).
 TAP_LABELS = {"residual": "residual-stream tap", "attention_input": "norm1 (attention-input) tap"}
-GRADIENT_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam")
+GRADIENT_METHODS = tuple(m for m, s in REGISTRY.items() if s.tap == "gradient")
 
 
 def reading_label(exp: Explanation, method: str, branch: str | None) -> str | None:
@@ -68,10 +68,9 @@ def branches_of(exp: Explanation, method: str | None = None) -> list[str]:
 def key_head(exp: Explanation, method: str, branch: str, block: int | None,
              head: str | None) -> str | None:
     """The classifier head of the key ``exp.get`` picks (None for head-free methods)."""
-    from ..explain.result import HEADLESS_METHODS, parse_key
+    from ..registry import head_for, parse_key
 
-    if head is None and exp.heads and method not in (*HEADLESS_METHODS, "rollout"):
-        head = exp.heads[0]
+    head = head_for(method, head, exp.heads)
     keys = exp.find(method, branch, block, head)
     return parse_key(keys[0])["head"] if keys else head
 
@@ -279,7 +278,7 @@ def head_branch_matrix(exp: Explanation, method: str = "gradcam", block: int | N
 
     Args:
         exp: An explanation computed with ``head=("cnn", "transformer")`` (or any heads).
-        method: A gradient method ("gradcam", "gradcam++", "layercam", "hirescam").
+        method: A gradient method (a "cam" spec of the registry: "gradcam", "xgradcam", ...).
         block: Block shown (default: the deepest block where some map is not all zero).
         heads: Rows; default the explained ``cnn``/``transformer`` heads (else the first head).
         image: Display image under the maps (default: ``exp.image``).

@@ -14,17 +14,13 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure, SubFigure
 
+from ..names import METHOD_LABELS as _LABELS
+
 __all__ = ["overlay", "map_panel", "as_image", "as_map", "spearman", "METHOD_LABELS",
            "NotebookFigure"]
 
-#: Display names of the explanation methods.
-METHOD_LABELS = {
-    "features": "feature map", "attention": "attention", "gradcam": "Grad-CAM",
-    "gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "hirescam": "HiResCAM",
-    "eigencam": "EigenCAM", "rollout": "attention rollout", "grad_rollout": "gradient rollout",
-    "lrp": "LRP", "attnlrp": "AttnLRP", "transcam": "TransCAM",
-    "integrated_gradients": "Integrated Gradients", "smoothgrad": "SmoothGrad",
-}
+#: Display names of the explanation methods (their specs' labels).
+METHOD_LABELS = dict(_LABELS)
 #: The paper's heat colour map.
 DEFAULT_CMAP = "jet"
 DEFAULT_ALPHA = 0.5

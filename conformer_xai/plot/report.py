@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure, SubFigure
 
+from ..registry import REGISTRY
 from .figures import (
     PANEL_INCHES,
     branches_of,
@@ -31,7 +32,7 @@ __all__ = ["explanation_figure", "weights_note", "top_predictions_text"]
 WARNING_COLOUR = "#b00020"
 NAME_WIDTH = 22
 #: Methods with one input-resolution map per head, drawn in the bottom row.
-INPUT_MAP_METHODS = ("lrp", "attnlrp", "integrated_gradients", "smoothgrad")
+INPUT_MAP_METHODS = tuple(m for m, s in REGISTRY.items() if s.input_map)
 
 
 def weights_note(meta: Mapping[str, Any] | None) -> tuple[str, bool]:

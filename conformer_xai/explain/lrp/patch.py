@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ...registry import LRP_COMPOSITES
 from .rules import epsilon_rule, gamma_rule, gate_rule, layer_norm_rule, uniform_rule
 
 __all__ = ["lrp_rules", "VARIANTS", "COMPOSITES", "check_supported", "first_layer",
@@ -36,7 +37,7 @@ VARIANTS = ("lrp", "attnlrp")
 #: gamma (0.25) on conv layers whose input is non-negative (a batch norm right after a conv is
 #: folded into it first, as zennit's canonizers do), epsilon on the other conv and linear
 #: layers, the bounded z^B rule at the input layer (computed by :func:`.rules.box_rule`).
-COMPOSITES = ("epsilon", "epsilon_gamma_box")
+COMPOSITES = LRP_COMPOSITES
 GAMMA = 0.25
 
 #: Leaf modules whose plain gradient is already their LRP rule (linear maps, ReLU, pooling).

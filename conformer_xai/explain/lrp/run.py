@@ -28,6 +28,9 @@ class LRPResult:
     Attributes:
         raw: ``<variant>/<head>`` (B, H, W) pixel relevance summed over channels (signed) and
             ``<variant>/<head>/<branch>/<k>`` (B, h, w) relevance at every tap.
+        logits: The pass's logits per head (detached, float32; the rules leave the forward
+            values unchanged).
+        target: The target classes used.
         flows: ``head -> rows`` of the branch-flow table (Conformer only).
         conservation: ``head -> {"logit", "relevance", "ratio", "absorbed_share"}``, each a list
             of per-image floats: the target logit, the input relevance's sum, their ratio, and
@@ -36,6 +39,8 @@ class LRPResult:
     """
 
     raw: dict[str, torch.Tensor] = field(default_factory=dict)
+    logits: dict[str, torch.Tensor] = field(default_factory=dict)
+    target: torch.Tensor | None = None
     flows: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     conservation: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
@@ -103,7 +108,7 @@ def _bounds(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def run_lrp(
     adapter: ModelAdapter,
     x: torch.Tensor,
-    target: torch.Tensor,
+    target: torch.Tensor | Callable[[dict[str, torch.Tensor]], torch.Tensor],
     heads: Sequence[str],
     variant: str,
     blocks: Mapping[str, Sequence[int]],
@@ -118,7 +123,8 @@ def run_lrp(
     Args:
         adapter: The explainer's model adapter.
         x: Input batch (B, C, H, W).
-        target: (B,) target classes.
+        target: (B,) target classes, or a function of the pass's logits that returns them (the
+            explainer's top-1 rule when no other pass ran).
         heads: Heads to explain (one modified backward each).
         variant: "lrp" or "attnlrp".
         blocks: ``branch -> blocks`` whose taps get a relevance map.
@@ -142,6 +148,10 @@ def run_lrp(
         x_in = x.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = adapter.forward(x_in)
+        if callable(target):
+            target = target(logits)
+        result.logits = {h: v.detach().float() for h, v in logits.items()}
+        result.target = target
         tap_names = [n for n in tap_store if n != "stem_output"]
         flow_names = flows.names() if flows else []
         inputs = [x_in] + [tap_store[n] for n in tap_names]

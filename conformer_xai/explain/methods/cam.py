@@ -55,6 +55,18 @@ def hirescam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     return weighted_sum(gradient, activation).clamp_min(0)
 
 
+def xgradcam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """XGrad-CAM (Fu et al. 2020): weights ``sum_ij(A_c * dY/dA_c) / (sum_ij A_c + eps)``."""
+    total = activation.sum(dim=(2, 3), keepdim=True)
+    weights = (gradient * activation / (total + 1e-7)).sum(dim=(2, 3), keepdim=True)
+    return weighted_sum(weights, activation).clamp_min(0)
+
+
+def gradcam_elementwise(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM element-wise (pytorch-grad-cam): ReLU(sum_c ReLU(dY/dA_c * A_c))."""
+    return (gradient * activation).clamp_min(0).sum(dim=1).clamp_min(0)
+
+
 def eigencam(activation: torch.Tensor) -> torch.Tensor:
     """Eigen-CAM (Muhammad and Yeasin 2020): projection on the first principal component.
 

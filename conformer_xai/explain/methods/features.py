@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-#: Channel reductions by name (an int reduce picks one channel).
-REDUCTIONS = ("mean", "abs_mean", "l2", "max", "pca")
-#: The default reduction (README, "Channel reductions": how it is measured on the scenes).
-DEFAULT_REDUCE = "pca"
+from ...names import DEFAULT_REDUCE, REDUCTIONS
+
+__all__ = ["REDUCTIONS", "DEFAULT_REDUCE", "check_reduce", "reduce_channels", "first_component",
+           "top_channels"]
 
 
 def check_reduce(reduce: str | int) -> None:
