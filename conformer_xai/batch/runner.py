@@ -20,6 +20,7 @@ from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
 from .lock import StoreLock, deferred_interrupt, lock_path
 from .merge import merge_shards, shard_dirs
+from .scaling import SCALE_NOTE, SIGNED_SCALE, encode, scaling_of, signed_keys
 from .stops import stop_point
 from .store import IMAGES, LOCAL_FILES, PREDICTIONS, MapStore, array_name, store_state
 
@@ -288,6 +289,9 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             else str(amp_dtype).removeprefix("torch."),
             "map_dtype": opts["dtype"], "world_size": world, "rank": rank,
         }
+        signed = signed_keys(grids)
+        if signed:  # stored divided by max |raw|: zero and the sign survive (batch/scaling.py)
+            config["signed_maps"] = {"keys": signed, "scale": SIGNED_SCALE, "note": SCALE_NOTE}
         mine = np.arange(rank, len(paths), world, dtype=np.int64)
         summary: dict[str, Any] = {
             "store": str(root), "shard": None if world == 1 else str(shard),
@@ -316,6 +320,7 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
         batches = [list(range(k * c, min(ms.n, (k + 1) * c)))
                    for k in sorted({int(p) // c for p in np.flatnonzero(~done)})]
         vanished = set(ms.progress()["vanished"])
+        scalings = {key: scaling_of(ms.config, key) for key in grids}
         dataset = ImageFiles(input_dir, ms.paths, data_config, crop=opts["crop"],
                              spectrograms=spectro_size is not None,
                              audio_config=opts["audio_config"])
@@ -331,7 +336,7 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             for x, positions, errors, stats, digests in loader:
                 start, stop = int(positions[0]), int(positions[-1]) + 1
                 exp = explainer.explain(_to_device(x, dev, channels_last), **explain_kwargs)
-                maps, packed = _pack(exp, list(grids), ms.logit_heads, dev, opts["dtype"])
+                maps, packed = _pack(exp, scalings, ms.logit_heads, dev, opts["dtype"])
                 failed = {start + i: e for i, e in enumerate(errors) if e}
                 keep = [p for p in range(start, stop) if p in vanished]
                 for p in keep:  # explained before, its file gone since: its records are kept
@@ -433,6 +438,13 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
     if diff:
         if force:
             return create()
+        if diff == ["signed_maps"] and "signed_maps" not in stored:
+            methods = dict.fromkeys(k.split("/")[0] for k in config["signed_maps"]["keys"])
+            raise ValueError(f"{shard} was written by an earlier conformer-xai that stored the "
+                             f"signed maps ({', '.join(methods)}) min-max normalised; it stays "
+                             "readable (conformer-xai report), but it cannot be resumed "
+                             "with signed maps stored as they are now; force=True starts over, "
+                             "or choose another store path")
         raise ValueError(f"{shard} was written with other settings ({', '.join(diff)}); resume "
                          "with the same settings, choose another store path, or force=True "
                          "to start over")
@@ -539,17 +551,16 @@ def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> to
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
-def _pack(exp, keys: Sequence[str], logit_heads: Sequence[str], device: torch.device,
+def _pack(exp, scalings: Mapping[str, str], logit_heads: Sequence[str], device: torch.device,
           dtype: str) -> tuple[np.ndarray, np.ndarray]:
-    """Two host copies per batch: every normalised map, then every per-image statistic."""
-    from ..explain.result import normalise_per_image
-
+    """Two host copies per batch: every scaled map (key -> scaling, in store order, see
+    :mod:`conformer_xai.batch.scaling`), then every per-image statistic."""
     maps, stats = [], []
-    for key in keys:
+    for key, scaling in scalings.items():
         r = exp.raw[key].float()
         flat = r.flatten(1)
         stats += [flat.amin(dim=1), flat.amax(dim=1)]
-        maps.append(normalise_per_image(r).flatten(1).to(getattr(torch, dtype)))
+        maps.append(encode(r, scaling).flatten(1).to(getattr(torch, dtype)))
     target = exp.target.to(device)
     stats.append(target.float())
     for head in logit_heads:

@@ -5,14 +5,19 @@ Layout of a store directory (one per process; ``<store>/shard-<rank>`` under ``t
     zarr.json                   root group; attrs["conformer_xai"] = the run's configuration,
                                 including "tap" and "geometry" (map key -> stride and grid:
                                 upsample with conformer_xai.explain.result.upsample_grid)
-    maps/<map key>              (N, h, w) maps at grid resolution, min-max normalised per image
-                                (float16 by default), chunked (batch, h, w)
+    maps/<map key>              (N, h, w) maps at grid resolution (float16 by default),
+                                chunked (batch, h, w): min-max normalised per image, except the
+                                signed maps (lrp, attnlrp, integrated_gradients; listed in
+                                attrs["conformer_xai"]["signed_maps"]), divided by each image's
+                                max |raw| into [-1, 1] so that zero stays 0 and the sign is kept
     range/<map key>             (N, 2) float32: each image's raw minimum and maximum, so that
-                                raw = min + map * (max - min)
+                                raw = min + map * (max - min), or for a signed map
+                                raw = map * max(|min|, |max|) (:mod:`.scaling`)
     (input-resolution keys <method>/<head> of lrp, attnlrp, integrated_gradients and smoothgrad
     live at maps/<method>/<head>/input and range/<method>/<head>/input, beside their per-tap
-    keys; :func:`array_name` gives the array of a key. Signed maps are stored signed: min-max
-    normalised over their raw range.)
+    keys; :func:`array_name` gives the array of a key. Stores written before "signed_maps"
+    existed hold signed maps min-max normalised over the signed range: still readable through
+    the range, not resumable.)
     target                      (N,) int64: the class explained
     pred/<head>, prob/<head>    (N,) top-1 class and its probability per classifier head
     target_prob/<head>          (N,) probability of the explained class per head

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..batch.scaling import is_signed_key, scaling_of, shown
 from ..batch.store import array_name
 from .encode import key_parts, normalise, quantise
 
@@ -193,7 +194,8 @@ class ExplainFolder(Source):
         for i, npz in enumerate(self.files):
             layout = self.layouts[self.layout_of[i]]
             with np.load(npz) as data:
-                grids = {k: quantise(normalise(np.asarray(data[f"raw/{k}"], np.float32)[0]))
+                grids = {k: quantise(normalise(_positive(k, np.asarray(data[f"raw/{k}"],
+                                                                      np.float32)[0])))
                          for k in layout.keys}
             yield i, self.layout_of[i], grids
 
@@ -298,13 +300,16 @@ class StoreSource(Source):
     def maps(self, batch: int = 256) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         keys = self.layouts[0].keys
         arrays = {k: self.group[array_name("maps", k)] for k in keys}
+        signed = {k: (self.group[array_name("range", k)], scaling_of(self.config, k))
+                  for k in keys if is_signed_key(k)}
         chunk = max(1, int(self.config.get("chunk", batch)))
         step = max(chunk, batch // chunk * chunk)
         pos = self.positions
         for start in range(0, len(pos), step):
             sel = pos[start:start + step]
             lo, hi = int(sel[0]), int(sel[-1]) + 1
-            block = {k: quantise(a[lo:hi]) for k, a in arrays.items()}
+            block = {k: quantise(shown(a[lo:hi], signed[k][0][lo:hi], signed[k][1], True)
+                                 if k in signed else a[lo:hi]) for k, a in arrays.items()}
             for j, p in enumerate(sel):
                 i = start + j
                 if i in self.failed_positions:
@@ -332,6 +337,11 @@ class StoreSource(Source):
 
 
 # ----------------------------------------------------------------------------- helpers
+def _positive(key: str, raw: np.ndarray) -> np.ndarray:
+    """A raw grid as ``Explanation.maps`` shows its method: the positive part of signed maps."""
+    return np.maximum(raw, 0.0) if is_signed_key(key) else raw
+
+
 def default_class_names(model_name: Any, num_classes: Any) -> list[str] | None:
     """The class names ``explain`` would use for a model of that name and class count."""
     if not isinstance(num_classes, int) or num_classes <= 0:
