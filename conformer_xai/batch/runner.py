@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..files import jsonable
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
 from .lock import StoreLock, deferred_interrupt, lock_path
@@ -277,9 +278,9 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             "model_name": probe.model_name, "weights_sha256": fingerprint,
             "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
             "n_total": len(paths), "input_size": list(input_shape),
-            "data_config": {k: _jsonable(v) for k, v in data_config.items()},
+            "data_config": {k: jsonable(v) for k, v in data_config.items()},
             "crop": opts["crop"],
-            **({"audio_config": _jsonable(dict(opts["audio_config"]))}
+            **({"audio_config": jsonable(dict(opts["audio_config"]))}
                if opts["audio_config"] else {}),
             "methods": list(probe.meta["methods"]), "blocks": blocks,
             "heads": list(probe.heads), "target": opts["target"], "reduce": reduce,
@@ -615,15 +616,3 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value

@@ -21,6 +21,8 @@ from typing import Any
 
 import click
 
+from ..files import write_json  # noqa: F401  (the commands' JSON writer)
+
 PROG = "conformer-xai"
 
 METHODS = ("features", "attention", "gradcam", "gradcam++", "layercam", "hirescam", "eigencam",
@@ -481,13 +483,6 @@ def check_overwrite(paths: Iterable[Path], force: bool) -> None:
 def echo_json(obj: Any) -> None:
     """Print one JSON document on stdout."""
     click.echo(json.dumps(obj, indent=1, default=str))
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write a JSON file atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------------- shared options

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..files import jsonable
+
 __all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "upsample",
            "upsample_grid"]
 
@@ -318,8 +320,8 @@ class Explanation:
             "heads": list(self.heads), "input_size": list(self.input_size),
             "model_name": self.model_name, "class_names": self.class_names,
             "map_keys": list(self.maps), "raw_keys": list(self.raw),
-            "logit_heads": list(self.logits), "meta": _jsonable(self.meta),
-            "flows": _jsonable(self.flows),
+            "logit_heads": list(self.logits), "meta": jsonable(self.meta),
+            "flows": jsonable(self.flows),
         }, indent=1))
         return path
 
@@ -350,15 +352,3 @@ class Explanation:
         except (OSError, ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"{path}: not an explanation written by Explanation.save "
                              f"({type(err).__name__}: {err})") from None
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return str(obj)
