@@ -232,7 +232,7 @@ def test_existing_outputs_are_kept_without_force(photo_dir: Path, tmp_path: Path
 
 
 def test_static_name_lists_match_the_package():
-    from conformer_xai.cli import _common
+    from conformer_xai.cli import options as _common
     from conformer_xai.explain import METHODS
     from conformer_xai.explain.explainer import HEAD_NAMES
     from conformer_xai.models.weights import EMBEDDED_MODELS, WEIGHT_CHOICES

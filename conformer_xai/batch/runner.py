@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import Setting, SettingError, SettingExistsError
 from ..files import jsonable
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
@@ -31,6 +32,10 @@ MAP_DTYPES = ("float16", "float32")
 #: Configuration fields that are not part of a run's identity (a resume may change them; the
 #: image list is compared file by file instead).
 _RESUMABLE_FIELDS = ("world_size", "rank", "n", "n_total", "merged_from")
+
+#: The settings the store's messages name.
+_FORCE = Setting("force", True)
+_EXTEND = Setting("extend", True)
 
 
 def distributed_env(world_size: int | None = None, rank: int | None = None) -> tuple[int, int]:
@@ -174,8 +179,8 @@ def run_dataset(
     paths = list_images(input_dir)
     dev = resolve_device(device)
     if extend and world > 1:
-        raise ValueError("extend=True works on single-process stores; merge the shards first, "
-                         "then extend the merged store")
+        raise SettingError("{extend} works on single-process stores; merge the shards first, "
+                           "then extend the merged store", extend=_EXTEND)
     shard = root if world == 1 else root / f"shard-{rank}"
     lock = _lock(root, shard, world)
     try:
@@ -417,8 +422,8 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
     if not resume:
         if force:
             return create()
-        raise FileExistsError(f"{shard} exists; resume it (resume=True) or replace it "
-                              "(force=True)")
+        raise SettingExistsError(f"{shard} exists; resume it " "({resume}) or replace it "
+                                 "({force})", resume=Setting("resume", True), force=_FORCE)
     stored = existing.config
     if stored.get("world_size", 1) != world:
         if force:
@@ -428,15 +433,15 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
                     f"{stored.get('world_size')} ranks")
         else:
             hint = f"it was written by a run over {stored.get('world_size')} ranks"
-        raise ValueError(f"{shard}: {hint}, this one has {world}; use the same world size, or "
-                         "force=True")
+        raise SettingError(f"{shard}: {hint}, this one has {world}; use the same world size, "
+                           "or {force}", force=_FORCE)
     diff = sorted(k for k in config if k not in _RESUMABLE_FIELDS and stored.get(k) != config[k])
     if diff:
         if force:
             return create()
-        raise ValueError(f"{shard} was written with other settings ({', '.join(diff)}); resume "
-                         "with the same settings, choose another store path, or force=True "
-                         "to start over")
+        raise SettingError(f"{shard} was written with other settings ({', '.join(diff)}); "
+                           "resume with the same settings, choose another store path, or "
+                           "{force} to start over", force=_FORCE)
     existing.remove_partial_files()
     return existing, False
 
@@ -462,10 +467,11 @@ def _check_files(ms: MapStore, input_dir: Path, root: Path, paths: Sequence[str]
     if world > 1 and len(shard_dirs(root)) < world:
         new = []  # the other shards do not exist yet: their images cannot be told from new ones
     if new and not extend:
-        how = ("extend=True adds them to the store" if world == 1 else "merge the shards, "
-               "then extend=True adds them to the merged store")
-        raise ValueError(f"{input_dir} holds {len(new)} image(s) that {ms.path} does not "
-                         f"(first: {new[0]}); {how}; or choose another store path")
+        how = ("{extend} adds them to the store" if world == 1 else "merge the shards, "
+               "then {extend} adds them to the merged store")
+        raise SettingError(f"{input_dir} holds {len(new)} image(s) that {ms.path} does not "
+                           f"(first: {new[0]}); " + how + "; or choose another store path",
+                           extend=_EXTEND)
     added = 0
     if new:
         ms.extend(new)
@@ -527,9 +533,9 @@ def _finished_merge(root: Path, config: dict[str, Any], resume: bool) -> bool:
     if resume and not diff and stored.complete():
         return True
     if not diff:
-        raise FileExistsError(f"{root} holds the merged store of this run, which is never "
-                              "replaced (not even with force=True); remove it by hand to start "
-                              "over")
+        raise SettingExistsError(f"{root} holds the merged store of this run, which is never "
+                                 "replaced (not even with {force}); remove it by hand to start "
+                                 "over", force=_FORCE)
     raise FileExistsError(f"{root} holds a merged store written with other settings "
                           f"({', '.join(diff)}); remove it or choose another store path")
 

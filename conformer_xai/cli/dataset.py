@@ -8,36 +8,39 @@ from pathlib import Path
 
 import click
 
-from ._common import (
-    HEADS,
-    METHODS,
-    WEIGHTS,
-    CliRuntimeError,
-    CliUsageError,
-    CommaList,
-    FailedInputs,
-    InputSize,
-    api_errors,
-    blocks_option,
+from ._map_options import reduce_option, tap_option
+from .checks import (
     check_architecture,
     check_model_name,
     check_weights,
-    checkpoint_options,
-    debug_option,
-    describe,
-    device_option,
-    echo_json,
-    force_option,
-    json_option,
     load_model,
-    model_or_default,
-    no_empty_folder_on_failure,
-    note,
-    report_errors,
     resolve_device,
     weights_notes,
 )
-from ._map_options import reduce_option, tap_option
+from .errors import (
+    CliRuntimeError,
+    CliUsageError,
+    FailedInputs,
+    api_errors,
+    describe,
+    note,
+    report_errors,
+)
+from .options import (
+    HEADS,
+    METHODS,
+    WEIGHTS,
+    CommaList,
+    InputSize,
+    blocks_option,
+    checkpoint_options,
+    debug_option,
+    device_option,
+    force_option,
+    json_option,
+    model_or_default,
+)
+from .output import echo_json, no_empty_folder_on_failure
 from .report import check_report_out, write_report
 
 

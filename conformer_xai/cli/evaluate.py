@@ -7,33 +7,24 @@ from typing import Any
 
 import click
 
-from ._common import (
+from ._map_options import reduce_option, tap_option
+from .checks import check_architecture, check_model_name, check_weights, load_model, resolve_device
+from .errors import CliRuntimeError, CliUsageError, api_errors, note, report_errors
+from .options import (
     DEFAULT_AUDIO_MODEL,
     EMBEDDED_IMAGE_MODELS,
     EMBEDDED_MODELS,
     HEADS,
     METHODS,
     WEIGHTS,
-    CliRuntimeError,
-    CliUsageError,
     CommaList,
-    api_errors,
     blocks_option,
-    check_architecture,
-    check_model_name,
-    check_overwrite,
-    check_weights,
     debug_option,
     device_option,
-    echo_json,
     force_option,
     json_option,
-    load_model,
-    note,
-    report_errors,
-    resolve_device,
 )
-from ._map_options import reduce_option, tap_option
+from .output import check_overwrite, echo_json
 
 FAITHFULNESS = ("last", "all", "none")
 
@@ -142,8 +133,11 @@ def evaluate_command(model: str | None, audio: bool, weights: str | None, checkp
     subject: Any = model
     if checkpoint is not None:
         subject = load_model(model, None, checkpoint, device=dev)
-    if weights == "random":
-        note(f"{model} has random weights: its maps and scores carry no meaning")
+    from conformer_xai.explain.caveats import warning_messages, weights_warnings
+
+    for text in warning_messages({"warnings": weights_warnings(model, weights,
+                                                               "maps and scores")}):
+        note(text)
     options: dict[str, Any] = {}
     if methods:
         options["methods"] = list(methods)

@@ -12,39 +12,39 @@ from typing import Any
 
 import click
 
-from ._common import (
+from ._map_options import reduce_option, tap_option
+from .checks import (
+    check_architecture,
+    check_model_name,
+    check_weights,
+    load_model,
+    resolve_device,
+    weights_notes,
+)
+from .errors import CliUsageError, FailedInputs, describe, note, report_errors
+from .options import (
     DEFAULT_AUDIO_MODEL,
     HEADS,
     METHODS,
     WEIGHTS,
-    CliUsageError,
     CommaList,
-    FailedInputs,
     InputSize,
     blocks_option,
-    check_architecture,
-    check_model_name,
-    check_overwrite,
-    check_weights,
     checkpoint_options,
     debug_option,
-    describe,
     device_option,
-    echo_json,
     force_option,
     format_option,
     json_option,
-    load_model,
     model_or_default,
+)
+from .output import (
+    check_overwrite,
+    echo_json,
     no_empty_folder_on_failure,
-    note,
     prepare_out_dir,
-    report_errors,
-    resolve_device,
-    weights_notes,
     write_json,
 )
-from ._map_options import reduce_option, tap_option
 from .report import check_report_out, write_report
 
 SCENE_NAME = re.compile(r"scene_\d+")
@@ -339,7 +339,7 @@ def explain_command(inputs: tuple[str, ...], model: str | None, weights: str | N
             notes.append(caveat)
             note(caveat)
 
-        batch_run = BatchRun(net=net, model=model, source=source, notes=notes, device=dev,
+        batch_run = BatchRun(net=net, model=model, source=source, device=dev,
                              fmt=fmt, input_size=input_size, crop=not no_crop, force=force,
                              debug=debug, quiet=as_json, array_as_image=array_as_image,
                              audio_config=audio)
@@ -380,7 +380,6 @@ class BatchRun:
     net: Any
     model: str
     source: str
-    notes: list[str]
     device: str
     fmt: str
     input_size: tuple[int, int] | None
@@ -416,8 +415,8 @@ class BatchRun:
                     else:
                         loaded.append(item)
                 for group in _same_shape_groups(loaded):
-                    for job, exp, image in self.explain(explainer, group, options):
-                        if self.write(job, exp, image) and not self.quiet:
+                    for job, exp in self.explain(explainer, group, options):
+                        if self.write(job, exp) and not self.quiet:
                             bar.write(_human_line(job, exp))
                         bar.update(1)
 
@@ -453,7 +452,9 @@ class BatchRun:
         return job, x, image
 
     def explain(self, explainer: Any, group: list[tuple[ImageJob, Any, Any]],
-                options: dict[str, Any]) -> list[tuple[ImageJob, Any, Any]]:
+                options: dict[str, Any]) -> list[tuple[ImageJob, Any]]:
+        """Explain one group of same-shape inputs, their display images passed along once."""
+        import numpy as np
         import torch
 
         x = torch.cat([item[1] for item in group]).to(self.device)
@@ -463,33 +464,36 @@ class BatchRun:
         try:
             with warnings.catch_warnings():  # printed once as a note: line (run_caveat)
                 warnings.simplefilter("ignore", SignedTapWarning)
-                exp = explainer.explain(x, **options)
+                exp = explainer.explain(x, image=np.stack([np.asarray(item[2], dtype=np.float32)
+                                                           for item in group]), **options)
         except ValueError as exc:
             if self.debug:
                 raise
             raise CliUsageError(describe(exc)) from exc
         per_image = (time.perf_counter() - t) / len(group)
         out = []
-        for i, (job, _, image) in enumerate(group):
+        for i, (job, _, _) in enumerate(group):
             job.timings["explain_s"] = per_image
             one = exp.select(i)
-            one.image = torch.as_tensor(image, dtype=torch.float32)[None]
             kind = input_kind(job.path, self.array_as_image)
             one.meta.update({"weights_source": self.source, "input_kind": kind,
-                             "input": str(job.path), "notes": self.image_notes(kind),
+                             "input": str(job.path), "notes": self.image_notes(one.meta, kind),
                              "size_mismatch": getattr(self.net, "size_mismatch", None),
                              **job.meta})
-            out.append((job, one, image))
+            out.append((job, one))
         return out
 
-    def image_notes(self, kind: str) -> list[str]:
-        """The notes that concern one image: random weights; an embedded model on a photo."""
-        notes = [n for n in self.notes if "random weights" in n]
+    def image_notes(self, meta: dict[str, Any], kind: str) -> list[str]:
+        """The notes that concern one image: the explanation's warnings (random weights); an
+        embedded model on a photo."""
+        from conformer_xai.explain.caveats import warning_messages
+
+        notes = warning_messages(meta)
         if self.source == "embedded" and kind == "photo":
             notes.append(EMBEDDED_ON_PHOTO.format(model=self.model))
         return notes
 
-    def write(self, job: ImageJob, exp: Any, image: Any) -> bool:
+    def write(self, job: ImageJob, exp: Any) -> bool:
         """Write the figure, the arrays (when asked) and the JSON summary of one image."""
         from conformer_xai.plot import explanation_figure, spectrogram_figure
 
@@ -498,7 +502,7 @@ class BatchRun:
             job.figure.parent.mkdir(parents=True, exist_ok=True)
             spectro = exp.meta["input_kind"] in SPECTRO_KINDS and exp.blocks("gradcam", "cnn")
             draw = spectrogram_figure if spectro else explanation_figure
-            draw(exp, image).savefig(job.figure, format=self.fmt, dpi=150 if not spectro else 110)
+            draw(exp).savefig(job.figure, format=self.fmt, dpi=150 if not spectro else 110)
             job.timings["figure_s"] = time.perf_counter() - t
             t = time.perf_counter()
             if job.arrays is not None:
@@ -548,10 +552,13 @@ def resolve_audio_options(audio_config: str | None, frames: int | None) -> dict[
 
 def _same_shape_groups(loaded: list[tuple[ImageJob, Any, Any]]
                        ) -> list[list[tuple[ImageJob, Any, Any]]]:
-    """Images of one batch grouped by tensor shape (sizes differ only with --no-crop)."""
-    groups: dict[tuple[int, ...], list[tuple[ImageJob, Any, Any]]] = {}
+    """Images of one batch grouped by tensor and display shape (sizes differ only with
+    --no-crop; inputs of different kinds may share a tensor shape)."""
+    import numpy as np
+
+    groups: dict[tuple[tuple[int, ...], tuple[int, ...]], list[tuple[ImageJob, Any, Any]]] = {}
     for item in loaded:
-        groups.setdefault(tuple(item[1].shape[1:]), []).append(item)
+        groups.setdefault((tuple(item[1].shape[1:]), np.shape(item[2])), []).append(item)
     return list(groups.values())
 
 

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data import model_in_chans
 from ..devices import resolve_dtype
+from ..errors import Setting, SettingError
 from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
-from .caveats import SignedTapWarning, signed_tap_note
+from .caveats import SignedTapWarning, signed_tap_note, weights_warnings
 from .methods import CAM_METHODS, DEFAULT_METHODS, METHODS, class_token_attention, eigencam
 from .methods.features import DEFAULT_REDUCE, check_reduce, reduce_channels, top_channels
 from .methods.rollout import RolloutOptions, attention_rollout, gradient_rollout
@@ -49,7 +51,6 @@ class Explainer:
         self.model = model
         self.adapter: ModelAdapter = adapter_for(model)
         self.class_names = list(class_names) if class_names is not None else None
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     # ------------------------------------------------------------------ context management
     def __enter__(self) -> Explainer:
@@ -59,9 +60,8 @@ class Explainer:
         self.close()
 
     def close(self) -> None:
-        """Remove every hook this explainer still holds."""
-        while self._handles:
-            self._handles.pop().remove()
+        """Remove every hook this explainer still holds (the interop helpers' included)."""
+        self.adapter.remove_hooks()
 
     # ------------------------------------------------------------------ description
     @property
@@ -322,6 +322,8 @@ class Explainer:
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce, "tap": tap, "geometry": geometry,
                 "caveats": [caveat] if caveat else [],
+                "warnings": weights_warnings(self._model_name(),
+                                             getattr(self.model, "weights_source", None)),
                 **({"feature_channels": chosen} if chosen else {}),
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
@@ -347,7 +349,7 @@ class Explainer:
         """A function ``x -> logits of one head`` for captum's attribution classes."""
         from .interop import head_fn
 
-        return head_fn(self, self._resolve_heads(head)[0])
+        return head_fn(self.adapter, self._resolve_heads(head)[0])
 
     def head_module(self, head: str | None = None) -> nn.Module:
         """An ``nn.Module`` returning one head's logits (for pytorch-grad-cam)."""
@@ -365,7 +367,7 @@ class Explainer:
         """
         from .interop import nchw_tap
 
-        return nchw_tap(self, branch, block, tap)
+        return nchw_tap(self.adapter, branch, block, tap)
 
     def pytorch_grad_cam(self, method_class: type, x: torch.Tensor, branch: str, block: int,
                          head: str | None = None, target: int | Sequence[int] | None = None,
@@ -376,7 +378,7 @@ class Explainer:
         """
         from .interop import run_pytorch_grad_cam
 
-        return run_pytorch_grad_cam(self, method_class, x, branch, block,
+        return run_pytorch_grad_cam(self.adapter, method_class, x, branch, block,
                                     self._resolve_heads(head)[0], target, tap=tap, **cam_kwargs)
 
     # ------------------------------------------------------------------ internals
@@ -491,13 +493,14 @@ class Explainer:
         if param is not None and x.dtype != param.dtype:
             raise ValueError(f"x is {x.dtype} but the model's parameters are {param.dtype}; "
                              f"pass x.to({param.dtype}) (for mixed precision use autocast_dtype)")
-        expected = _in_chans(self.model)
+        expected = model_in_chans(self.model)
         mono_ok = self.family == "conformer" and expected == 3 and x.shape[1] == 1
         if expected is not None and x.shape[1] != expected and not mono_ok:
             also = " (or 1, repeated over 3)" if self.family == "conformer" and expected == 3 else ""
             raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}{also}")
         if x.shape[-2] < 32 or x.shape[-1] < 32:
-            raise ValueError(f"x height and width must be >= 32, got {tuple(x.shape[-2:])}")
+            raise SettingError("{x} height and width must be >= 32, got "
+                               f"{tuple(x.shape[-2:])}", x=Setting("x"))
         if not torch.isfinite(x).all():
             raise ValueError("x contains NaN or infinite pixels")
 
@@ -607,13 +610,3 @@ def _display_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
         raise ValueError(f"image must be a numeric array (H, W, C) or (B, H, W, C), "
                          f"got {array.dtype} with shape {array.shape}")
     return torch.as_tensor(array)
-
-
-def _in_chans(model: nn.Module) -> int | None:
-    value = getattr(model, "in_chans", None)
-    if isinstance(value, int):
-        return value
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return None

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import Setting, SettingExistsError
 from ..files import jsonable
 
-__all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "upsample",
+__all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant",
            "upsample_grid"]
 
 #: The ``format`` field of the JSON sidecar :meth:`Explanation.save` writes.
@@ -113,19 +114,6 @@ def upsample_grid(raw: torch.Tensor, size: tuple[int, int],
         up = (F.pad(up, pad, value=float("nan")) if uncovered == "nan"
               else F.pad(up, pad, mode="replicate"))
     return up[:, 0]
-
-
-def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] | None = None
-             ) -> torch.Tensor:
-    """Bilinear upsampling (align_corners=False) of (B, h, w) grids to ``size``.
-
-    When the grid covers a padded extent ``padded`` (H', W') >= ``size``, the grid is upsampled to
-    the padded extent and the padding is cropped away, so map pixels stay aligned with the input.
-    Prefer :func:`upsample_grid` with the map's stride from ``meta["geometry"]``.
-    """
-    target = padded or size
-    up = F.interpolate(raw[:, None].float(), size=target, mode="bilinear", align_corners=False)
-    return up[:, 0, : size[0], : size[1]]
 
 
 @dataclass
@@ -313,7 +301,8 @@ class Explanation:
         sidecar = path.with_suffix(".json")
         existing = [p for p in (path, sidecar) if p.exists()]
         if not overwrite and existing:
-            raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
+            raise SettingExistsError(f"{existing[0]} exists; pass " "{overwrite} to replace it",
+                                     overwrite=Setting("overwrite", True))
         np.savez_compressed(path, **self.to_numpy())
         sidecar.write_text(json.dumps({
             "format": SAVE_FORMAT,

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import Setting, SettingExistsError
 from ..files import atomic_write
 
 __all__ = ["Recipe", "train", "count_accuracy", "output_paths"]
@@ -199,8 +200,8 @@ def train(recipe: Recipe, steps: int, batch_size: int, lr: float, seed: int,
         weights_path, meta_path = output_paths(name, out)
         existing = [str(p) for p in (weights_path, meta_path) if p.exists()]
         if existing and not force:
-            raise FileExistsError(f"{', '.join(existing)} already exist(s); pass force=True "
-                                  f"to overwrite")
+            raise SettingExistsError(f"{', '.join(existing)} already exist(s); pass "
+                                     "{force} to overwrite", force=Setting("force", True))
         out.mkdir(parents=True, exist_ok=True)
     if threads is not None:
         torch.set_num_threads(threads)
