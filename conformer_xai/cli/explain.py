@@ -191,13 +191,6 @@ def resolve_target(target: str | None, class_names: list[str] | None,
     raise CliUsageError(f"--target {target!r} is not a class name of this model ({shown})")
 
 
-def predictions(exp: Any, k: int = 5) -> dict[str, list[dict[str, Any]]]:
-    """Top-k predictions per classifier head of a one-image explanation."""
-    return {head: [{"index": i, "name": exp.class_name(i), "prob": round(p, 6)}
-                   for i, p in exp.top_classes(head, k=k)[0]]
-            for head in exp.logits}
-
-
 @click.command("explain")
 @click.argument("inputs", nargs=-1, required=True, metavar="IMAGE_OR_FOLDER...")
 @click.option("--model", default=None,
@@ -526,7 +519,7 @@ class BatchRun:
             "tap": exp.meta.get("tap"), "reduce": exp.meta.get("reduce"),
             "methods": exp.methods, "maps": exp.keys(),
             "target": {"index": target, "name": exp.class_name(target)},
-            "predictions": predictions(exp), "notes": exp.meta["notes"],
+            "predictions": exp.predictions(), "notes": exp.meta["notes"],
             "size_mismatch": exp.meta.get("size_mismatch"),
             **({"audio": exp.meta["audio"], "fold": exp.meta["fold"]}
                if "audio" in exp.meta else {}),
@@ -577,10 +570,8 @@ def relevance_summary(exp: Any) -> dict[str, Any]:
 
 
 def _human_line(job: ImageJob, exp: Any) -> str:
-    tops = []
-    for head in exp.logits:
-        index, prob = exp.top_classes(head, k=1)[0][0]
-        tops.append(f"{head}: {exp.class_name(index)} {prob:.2f}")
+    tops = [f"{head}: {top[0]['name']} {top[0]['prob']:.2f}"
+            for head, top in exp.predictions(k=1).items()]
     line = f"{job.path} -> {job.figure}  ({'; '.join(tops)})"
     shares = exp.meta.get("branch_share") if exp.flows else None
     if shares:

@@ -249,6 +249,13 @@ class Explanation:
         p, i = self.probs[head].topk(min(k, self.logits[head].shape[-1]), dim=-1)
         return [list(zip(ii.tolist(), pp.tolist())) for ii, pp in zip(i, p)]
 
+    def predictions(self, k: int = 5, index: int = 0) -> dict[str, list[dict[str, Any]]]:
+        """Top-``k`` predictions of image ``index`` per head: ``{head: [{"index", "name",
+        "prob"}, ...]}``, most probable first (probabilities rounded to 6 digits)."""
+        return {head: [{"index": i, "name": self.class_name(i), "prob": round(p, 6)}
+                       for i, p in self.top_classes(head, k=k)[index]]
+                for head in self.logits}
+
     def class_name(self, index: int) -> str:
         """Name of a class index (the index itself when no names are known)."""
         if self.class_names is not None and 0 <= index < len(self.class_names):
