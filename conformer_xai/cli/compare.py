@@ -17,7 +17,7 @@ from .checks import (
     weights_notes,
 )
 from .errors import CliRuntimeError, CliUsageError, describe, note, report_errors
-from .explain import EMBEDDED_ON_PHOTO, input_kind
+from .explain_inputs import EMBEDDED_ON_PHOTO, input_kind
 from .options import (
     EMBEDDED_IMAGE_MODELS,
     WEIGHTS,

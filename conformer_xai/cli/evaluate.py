@@ -16,13 +16,13 @@ from .options import (
     EMBEDDED_MODELS,
     HEADS,
     METHODS,
-    WEIGHTS,
     CommaList,
     blocks_option,
     debug_option,
     device_option,
     force_option,
     json_option,
+    model_options,
 )
 from .output import check_overwrite, echo_json
 
@@ -30,17 +30,15 @@ FAITHFULNESS = ("last", "all", "none")
 
 
 @click.command("evaluate")
-@click.option("--model", default=None,
-              help="Model name, e.g. conformer_micro_patch16 (required without --audio; with "
-                   "--audio the default is conformer_micro_audio).")
+@model_options(
+    model_help="Model name, e.g. conformer_micro_patch16 (required without --audio; with "
+               "--audio the default is conformer_micro_audio).",
+    weights_help="Weights source (default: embedded, which only the small models have).",
+    checkpoint_help="A checkpoint of the model trained on the synthetic scenes (e.g. written "
+                    "by train-synthetic) instead of --weights.")
 @click.option("--audio", is_flag=True,
               help="Score a spectrogram model on the generated sound scenes (time-frequency "
                    "masks; maps unfolded to mel band x frame) instead of the image scenes.")
-@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
-              help="Weights source (default: embedded, which only the small models have).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="A checkpoint of the model trained on the synthetic scenes (e.g. written by "
-                   "train-synthetic) instead of --weights.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help="Number of generated test scenes (default: 200; 70 with --audio).")
 @click.option("--methods", type=CommaList(METHODS), default=None,

@@ -174,3 +174,17 @@ def model_or_default(model: str | None, checkpoint: str | None) -> str | None:
 def json_option(func: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print one machine-readable JSON summary on stdout.")(func)
+
+
+def model_options(model_help: str, weights_help: str, checkpoint_help: str
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--model``, ``--weights`` and ``--checkpoint``, each with the command's own help."""
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+                            help=checkpoint_help)(func)
+        func = click.option("--weights", type=click.Choice(WEIGHTS), default=None,
+                            help=weights_help)(func)
+        return click.option("--model", default=None, help=model_help)(func)
+
+    return decorate
