@@ -138,7 +138,7 @@ def build_cases(model: nn.Module, x: torch.Tensor, cfg: BenchConfig
 
     branch_setup = {}
     for branch in explainer.branches:
-        cam_model, _, reshape = pytorch_grad_cam_setup(explainer, branch, 1, head)
+        cam_model, _, reshape = pytorch_grad_cam_setup(adapter, branch, 1, head)
         layers = [adapter.tap(branch, k).grad_module
                   for k in range(1, explainer.num_blocks(branch) + 1)]
         branch_setup[branch] = (cam_model, layers, reshape)
@@ -441,15 +441,15 @@ def _parse_cases(text: str) -> tuple[str, ...]:
 
 
 def _parse_size(text: str) -> tuple[int, int]:
+    from conformer_xai.sizes import parse_hw
+
     try:
-        parts = [int(v) for v in text.lower().split("x")]
+        size = parse_hw(text)
     except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts *= 2
-    if len(parts) != 2 or min(parts) < 32:
+        size = (0, 0)
+    if min(size) < 32:
         raise argparse.ArgumentTypeError(f"--input-size takes N or HxW (>= 32), got {text!r}")
-    return parts[0], parts[1]
+    return size
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[BenchConfig, Path]:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .errors import Setting, SettingError
+
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
@@ -376,19 +378,20 @@ def load_audio(path: str | os.PathLike, model: Any = None, config: dict | str | 
     if cfg["frames"] is not None:
         spec = pad_or_crop(spec, cfg["frames"], floor_db(cfg))
     elif frames < min_frames(cfg):
-        raise ValueError(
+        raise SettingError(
             f"{path}: the clip is {seconds:.2f} s long ({frames} frames); the model needs at "
             f"least {min_frames(cfg)} frames ({_frames_seconds(min_frames(cfg), cfg):.2f} s, an "
-            f"input {MIN_WIDTH} wide); set frames (--frames) to pad it")
+            f"input {MIN_WIDTH} wide); set " "{frames} to pad it",
+            frames=Setting("frames", placeholder="N"))
     elif frames > MAX_FRAMES:
         raise ValueError(
             f"{path}: the clip is {seconds:.1f} s long ({frames} frames), over the limit of "
             f"{MAX_FRAMES} frames ({_frames_seconds(MAX_FRAMES, cfg):.1f} s); cut it, or set "
             f"frames (--frames) to crop it")
     image = fold(spec, cfg["freq_ratio"])
-    from .data import _model_in_chans
+    from .data import model_in_chans
 
-    chans = (_model_in_chans(model) if model is not None else None) or 1
+    chans = (model_in_chans(model) if model is not None else None) or 1
     x = image[None, None].expand(1, chans, -1, -1).contiguous()
     lo, hi = float(image.min()), float(image.max())
     display = ((image - lo) / (hi - lo) if hi > lo else image * 0).numpy().astype(np.float32)

@@ -1,27 +1,36 @@
-"""Input data: image files to model-ready tensors (timm's preprocessing), inputs, class names.
+"""Input data: image files and raw arrays to model-ready tensors (timm's preprocessing).
 
 * :func:`load_image` reads an image file and applies the model's timm data config (resize,
   centre crop, normalisation) and returns the tensor and the crop the model saw, for plotting.
-* :func:`find_images` expands files, folders and globs into image files with collision-free
-  output stems.
-* :func:`parse_input_size` reads ``"HxW"`` strings.
-* :func:`class_names_for` gives ImageNet, synthetic-scene or user-supplied class names.
+* :func:`load_array` reads a raw array fed to the model as it is.
+* :func:`model_in_chans` is the one reader of a model's input channel count.
+
+Also here, from their own modules: :func:`find_images` and the extensions
+(:mod:`conformer_xai.inputs`), :func:`class_names_for` and the class-name readers
+(:mod:`conformer_xai.labels`).
 
 Importing this module is cheap: torch and timm load on first use.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import math
 import os
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from .errors import Setting, SettingError
+from .inputs import (
+    ARRAY_EXTENSIONS,
+    AUDIO_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    find_images,
+    input_kind_of,
+)
+from .labels import class_names_for, imagenet_class_names, read_labels
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -29,17 +38,11 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "IMAGE_EXTENSIONS", "DEFAULT_DATA_CONFIG", "load_image", "resolve_data_config",
-    "find_images", "parse_input_size", "class_names_for", "imagenet_class_names",
-    "read_labels", "load_array", "ARRAY_EXTENSIONS", "AUDIO_EXTENSIONS", "input_kind_of",
+    "find_images", "class_names_for", "imagenet_class_names",
+    "read_labels", "load_array", "model_in_chans", "ARRAY_EXTENSIONS", "AUDIO_EXTENSIONS", "input_kind_of",
 ]
 
-#: File extensions recognised as images when a folder or glob is expanded (case-insensitive).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-#: Raw arrays accepted by :func:`load_image` (fed to the model as they are; see
-#: :func:`load_array`).
-ARRAY_EXTENSIONS = (".npy", ".pt")
-#: Audio files accepted by the CLI (see :func:`conformer_xai.audio.load_audio`).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+
 #: The smallest height and width the Conformer takes.
 MIN_SIDE = 32
 
@@ -80,7 +83,7 @@ def resolve_data_config(model: Any = None, data_config: dict | None = None,
         import timm.data
 
         cfg.update(timm.data.resolve_data_config(model=model))
-        chans = _model_in_chans(model)
+        chans = model_in_chans(model)
     if data_config:
         unknown = set(data_config) - set(DEFAULT_DATA_CONFIG)
         if unknown:
@@ -142,7 +145,8 @@ def _channel_stats(values: tuple[float, ...], chans: int, name: str) -> tuple[fl
     raise ValueError(f"data config {name} has {len(values)} values for a {chans}-channel model")
 
 
-def _model_in_chans(model: Any) -> int | None:
+def model_in_chans(model: Any) -> int | None:
+    """A model's input channels: ``model.in_chans``, else its first ``Conv2d``'s (None if none)."""
     chans = getattr(model, "in_chans", None)
     if isinstance(chans, int):
         return chans
@@ -152,14 +156,6 @@ def _model_in_chans(model: Any) -> int | None:
         if isinstance(module, nn.Conv2d):
             return int(module.in_channels)
     return None
-
-
-def input_kind_of(path: str | os.PathLike) -> str:
-    """``"array"`` (.npy, .pt), ``"audio"`` (.wav, .flac, .ogg) or ``"image"``, by extension."""
-    suffix = Path(path).suffix.lower()
-    if suffix in ARRAY_EXTENSIONS:
-        return "array"
-    return "audio" if suffix in AUDIO_EXTENSIONS else "image"
 
 
 def load_array(path: str | os.PathLike, model: Any = None) -> tuple[torch.Tensor, np.ndarray]:
@@ -195,7 +191,7 @@ def load_array(path: str | os.PathLike, model: Any = None) -> tuple[torch.Tensor
     if arr.ndim != 3:
         raise ValueError(f"{path}: a raw array must be (H, W), (1, H, W) or (C, H, W); got shape "
                          f"{tuple(arr.shape)}")
-    chans = (_model_in_chans(model) if model is not None else None) or arr.shape[0]
+    chans = (model_in_chans(model) if model is not None else None) or arr.shape[0]
     if arr.shape[0] not in (1, chans):
         raise ValueError(f"{path}: the array has {arr.shape[0]} channels (shape "
                          f"{tuple(arr.shape)}) but the model takes {chans} (or 1); save it as "
@@ -296,9 +292,9 @@ def load_image(path: str | os.PathLike, model: Any = None,
         given = [name for name, value in (("input_size", input_size), ("crop=False", not crop),
                                            ("data_config", data_config)) if value]
         if given:
-            raise ValueError(f"{path}: a raw array is fed to the model as it is, so "
-                             f"{' and '.join(given)} do not apply; pass as_image=True to treat "
-                             f"it as an image")
+            raise SettingError(f"{path}: a raw array is fed to the model as it is, so "
+                               f"{' and '.join(given)} do not apply; pass " "{as_image} to "
+                               "treat it as an image", as_image=Setting("as_image", True))
         return load_array(path, model)
     cfg = resolve_data_config(model, data_config, input_size)
     chans, height, width = cfg["input_size"]
@@ -414,300 +410,3 @@ def _array_to_pil(arr: np.ndarray, path: Path) -> Image.Image:
     if lo < 0.0 or hi > 1.0:
         arr = (arr - lo) / (hi - lo) if hi > lo else np.zeros_like(arr)
     return Image.fromarray(np.ascontiguousarray(arr * 255.0, dtype=np.float32), mode="F")
-
-
-# --------------------------------------------------------------------------- inputs
-def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]
-                ) -> list[tuple[Path, str]]:
-    """Expand files, folders (recursively) and glob patterns into input files.
-
-    A file named directly is kept whatever its extension (reading it reports a non-image file);
-    folders and globs keep files with an image extension (:data:`IMAGE_EXTENSIONS`), raw arrays
-    (:data:`ARRAY_EXTENSIONS`) and audio files (:data:`AUDIO_EXTENSIONS`). Hidden files and folders (name starting with ".") inside a folder are skipped.
-
-    Each file gets an output stem: its path relative to the folder given (or to the glob's
-    non-pattern prefix), without the extension (``sub/cat``); a file named directly gets its own
-    stem. Stems that still collide are made unique with the parent folders that differ, then
-    with the extension (``cat_png``). The same file given twice is listed once.
-
-    Returns:
-        ``[(path, stem), ...]`` in the order given, each folder's files sorted.
-
-    Raises:
-        FileNotFoundError: A path does not exist, or a glob matches nothing.
-        ValueError: A folder (or glob) holds no image files; no paths given.
-    """
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    paths = list(paths)
-    if not paths:
-        raise ValueError("no input paths given")
-    found: list[tuple[Path, str]] = []
-    seen: set[Path] = set()
-    for raw in paths:
-        text = os.fspath(raw)
-        path = Path(text)
-        if path.is_file():
-            entries = [(path, path.with_suffix("").name)]
-        elif path.is_dir():
-            entries = _walk_folder(path)
-            if not entries:
-                raise ValueError(f"{path}: folder holds no image files (looked for "
-                                 f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS)} and audio "
-                                 f"{', '.join(AUDIO_EXTENSIONS)})")
-        elif _has_magic(text):
-            entries = _expand_glob(text)
-        else:
-            raise FileNotFoundError(f"{path}: no such file or folder")
-        for file, stem in entries:
-            key = file.resolve()
-            if key not in seen:
-                seen.add(key)
-                found.append((file, stem))
-    return _unique_stems(found)
-
-
-_MAGIC = re.compile(r"[*?[]")
-
-
-def _has_magic(text: str) -> bool:
-    return _MAGIC.search(text) is not None
-
-
-def _is_image_name(name: str, arrays: bool = False) -> bool:
-    suffix = os.path.splitext(name)[1].lower()
-    return suffix in IMAGE_EXTENSIONS or (arrays and suffix in ARRAY_EXTENSIONS + AUDIO_EXTENSIONS)
-
-
-def _walk_folder(folder: Path) -> list[tuple[Path, str]]:
-    out = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            if name.startswith(".") or not _is_image_name(name, arrays=True):
-                continue
-            file = Path(root) / name
-            out.append((file, file.relative_to(folder).with_suffix("").as_posix()))
-    return out
-
-
-def _expand_glob(pattern: str) -> list[tuple[Path, str]]:
-    matches = sorted(glob.glob(pattern, recursive=True))
-    if not matches:
-        raise FileNotFoundError(f"{pattern}: no files match this pattern")
-    prefix = Path(*_until_magic(Path(pattern).parts))
-    out = []
-    for match in matches:
-        path = Path(match)
-        if path.is_dir():
-            out.extend((f, _relative_stem(f, prefix)) for f, _ in _walk_folder(path))
-        elif _is_image_name(path.name, arrays=True):
-            out.append((path, _relative_stem(path, prefix)))
-    if not out:
-        raise ValueError(f"{pattern}: the pattern matches no image files (looked for "
-                         f"{', '.join(IMAGE_EXTENSIONS + ARRAY_EXTENSIONS + AUDIO_EXTENSIONS)})")
-    return out
-
-
-def _until_magic(parts: Sequence[str]) -> list[str]:
-    out = []
-    for part in parts[:-1]:
-        if _has_magic(part):
-            break
-        out.append(part)
-    return out or ["."]
-
-
-def _relative_stem(path: Path, prefix: Path) -> str:
-    try:
-        rel = path.relative_to(prefix) if str(prefix) not in ("", ".") else path
-    except ValueError:
-        rel = Path(path.name)
-    return rel.with_suffix("").as_posix()
-
-
-def _unique_stems(found: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """Make output stems unique: first with the differing parent folders, then the extension."""
-    stems = [stem for _, stem in found]
-    for step in ("parents", "extension", "counter"):
-        groups: dict[str, list[int]] = {}
-        for i, stem in enumerate(stems):
-            groups.setdefault(stem, []).append(i)
-        for idx in (g for g in groups.values() if len(g) > 1):
-            files = [found[i][0].resolve() for i in idx]
-            common = Path(os.path.commonpath([f.parent for f in files]))
-            for n, (i, file) in enumerate(zip(idx, files)):
-                if step == "parents":
-                    stems[i] = file.relative_to(common).with_suffix("").as_posix()
-                elif step == "extension":
-                    stems[i] = f"{stems[i]}_{file.suffix.lstrip('.').lower()}"
-                elif n > 0:
-                    stems[i] = f"{stems[i]}_{n + 1}"
-    return [(file, stem) for (file, _), stem in zip(found, stems)]
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×,]\s*(\d+))?\s*$")
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """Parse ``"HxW"`` (or ``"N"`` for a square) into ``(H, W)``.
-
-    >>> parse_input_size("224x288")
-    (224, 288)
-
-    Raises:
-        ValueError: Not of the form ``HxW`` with positive integers.
-    """
-    match = _SIZE_RE.match(str(text))
-    if not match:
-        raise ValueError(f"input size must be HxW (or N) with positive integers, e.g. 224x224 "
-                         f"or 128x512; got {text!r}")
-    height = int(match.group(1))
-    width = int(match.group(2)) if match.group(2) is not None else height
-    if height <= 0 or width <= 0:
-        raise ValueError(f"input size must be HxW with positive integers, got {text!r}")
-    return height, width
-
-
-# --------------------------------------------------------------------------- class names
-def imagenet_class_names(num_classes: int = 1000) -> list[str]:
-    """ImageNet class names from timm's bundled class info (the first WordNet lemma).
-
-    Raises:
-        ValueError: ``num_classes`` is not the size of an ImageNet subset timm knows.
-    """
-    from timm.data import ImageNetInfo, infer_imagenet_subset
-
-    subset = infer_imagenet_subset({"num_classes": num_classes})
-    if subset is None:
-        raise ValueError(f"{num_classes} classes is not an ImageNet subset timm knows "
-                         f"(1000, 11221, 11821, 21841, 21842, 21843)")
-    descriptions = ImageNetInfo(subset).label_descriptions()
-    return [d.split(",")[0].strip() for d in descriptions]
-
-
-def read_labels(labels: str | os.PathLike | Sequence[str] | dict) -> list[str]:
-    """Class names from a labels file or object.
-
-    A file is JSON (a list of names, or a dict ``{"0": "cat", ...}`` / ``{"cat": 0, ...}``) or
-    plain text with one name per line (blank lines at the end ignored).
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The contents are not a list of names or a complete index mapping.
-    """
-    if isinstance(labels, (str, os.PathLike)):
-        path = Path(labels)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such labels file")
-        text = path.read_text(encoding="utf-8-sig")
-        stripped = text.strip()
-        if path.suffix.lower() == ".json" or stripped.startswith(("[", "{")):
-            try:
-                data = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: labels file is not valid JSON ({exc})") from None
-            return _labels_from_object(data, str(path))
-        names = [line.strip() for line in stripped.splitlines()]
-        if not names or not all(names):
-            raise ValueError(f"{path}: labels file needs one non-empty class name per line")
-        return names
-    return _labels_from_object(labels, "labels")
-
-
-def _labels_from_object(data: Any, where: str) -> list[str]:
-    if isinstance(data, dict):
-        items = list(data.items())
-        if all(_is_int(k) for k, _ in items):
-            mapping = {int(k): str(v) for k, v in items}
-        elif all(_is_int(v) for _, v in items):
-            mapping = {int(v): str(k) for k, v in items}
-        else:
-            raise ValueError(f"{where}: a labels dict maps class index -> name (or name -> index)")
-        if sorted(mapping) != list(range(len(mapping))):
-            raise ValueError(f"{where}: labels dict indices must be 0..{len(mapping) - 1} "
-                             f"without gaps")
-        return [mapping[i] for i in range(len(mapping))]
-    if isinstance(data, (list, tuple)) and data and all(isinstance(v, str) for v in data):
-        return list(data)
-    raise ValueError(f"{where}: labels must be a non-empty list of class names or an "
-                     f"index -> name dict")
-
-
-def _is_int(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, int):
-        return True
-    return isinstance(value, str) and value.strip().lstrip("-").isdigit()
-
-
-def class_names_for(model_or_num_classes: Any, labels: Any = None) -> list[str]:
-    """Class names for a model's classifier head.
-
-    In order: the ``labels`` given (file path, list or dict; see :func:`read_labels`); the
-    synthetic-scene class names for the embedded small models (``weights_source == "embedded"``
-    or a ``resnet_micro``/``deit_micro_patch16``/``conformer_micro_patch16`` model whose head
-    has that many classes); ImageNet names from timm's class info for 1000-class (or other
-    ImageNet-sized) heads; otherwise the class indices as strings.
-
-    Args:
-        model_or_num_classes: A model (``num_classes`` attribute or ``pretrained_cfg``) or an int.
-        labels: Optional user class names.
-
-    Raises:
-        ValueError: The labels disagree with the number of classes, or the model's class count
-            is unknown.
-    """
-    model = None
-    if isinstance(model_or_num_classes, int) and not isinstance(model_or_num_classes, bool):
-        num_classes = int(model_or_num_classes)
-    else:
-        model = model_or_num_classes
-        num_classes = getattr(model, "num_classes", None) or getattr(
-            model, "pretrained_cfg", {}).get("num_classes")
-        if not isinstance(num_classes, int):
-            raise ValueError("cannot tell the number of classes of this model; pass an int")
-    if num_classes <= 0:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
-    if labels is not None:
-        names = read_labels(labels)
-        if len(names) != num_classes:
-            where = labels if isinstance(labels, (str, os.PathLike)) else "labels"
-            raise ValueError(f"{where}: {len(names)} class names for a head with "
-                             f"{num_classes} classes")
-        return names
-    if model is not None and _is_embedded(model):
-        for synthetic in (_synthetic_class_names(), _sound_class_names()):
-            if synthetic is not None and len(synthetic) == num_classes:
-                return synthetic
-    try:
-        return imagenet_class_names(num_classes)
-    except ValueError:
-        return [str(i) for i in range(num_classes)]
-
-
-def _is_embedded(model: Any) -> bool:
-    if getattr(model, "weights_source", None) == "embedded":
-        return True
-    from .models.weights import EMBEDDED_MODELS
-
-    name = getattr(model, "model_name", None) or getattr(model, "pretrained_cfg", {}).get(
-        "architecture")
-    return name in EMBEDDED_MODELS
-
-
-def _sound_class_names() -> list[str] | None:
-    try:
-        from .synthetic.sounds import SOUND_CLASS_NAMES
-    except ImportError:
-        return None
-    return [str(n) for n in SOUND_CLASS_NAMES]
-
-
-def _synthetic_class_names() -> list[str] | None:
-    try:
-        from .synthetic import CLASS_NAMES
-    except ImportError:
-        return None
-    return [str(n) for n in CLASS_NAMES]

@@ -304,15 +304,6 @@ def test_find_images_errors(tmp_path: Path) -> None:
         data.find_images([])
 
 
-def test_parse_input_size() -> None:
-    assert data.parse_input_size("224x288") == (224, 288)
-    assert data.parse_input_size("128X512") == (128, 512)
-    assert data.parse_input_size("96") == (96, 96)
-    for bad in ("224x", "x224", "0x10", "axb", "-3x4", "224x288x3", ""):
-        with pytest.raises(ValueError, match="HxW"):
-            data.parse_input_size(bad)
-
-
 # --------------------------------------------------------------------------- class names
 def test_imagenet_class_names_from_timm() -> None:
     names = data.class_names_for(1000)

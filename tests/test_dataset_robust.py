@@ -29,7 +29,7 @@ from conformer_xai import load_model
 from conformer_xai.batch import MapStore, merge_shards, run_dataset
 from conformer_xai.batch.lock import StoreBusyError
 from conformer_xai.batch.merge import shard_dirs
-from conformer_xai.cli._common import cli_wording
+from conformer_xai.cli.errors import cli_message
 
 SCRIPT = Path(sys.executable).parent / "conformer-xai"
 MODEL = "conformer_micro_patch16"
@@ -357,7 +357,7 @@ def test_replaced_vanished_and_new_images_on_resume(tmp_path, images, clean):
     with pytest.raises(ValueError, match=r"holds 1 image\(s\) that .* does not \(first: "
                                          r"b/9.png\); extend=True adds them") as err:
         run_dataset(folder, store, net, **API)
-    assert "--extend adds them" in cli_wording(str(err.value))
+    assert "--extend adds them" in cli_message(err.value)
     assert MapStore(store).complete() and MapStore(store).paths == paths  # nothing changed
 
     with warnings.catch_warnings(record=True) as caught:

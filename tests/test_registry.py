@@ -31,7 +31,7 @@ def test_names_module_imports_no_torch():
 
 
 def test_method_names_are_the_registry_keys_and_the_cli_uses_them():
-    from conformer_xai.cli import _common
+    from conformer_xai.cli import options as _common
     from conformer_xai.explain import METHODS, explainer
     from conformer_xai.models import weights
     from conformer_xai.plot import METHOD_LABELS

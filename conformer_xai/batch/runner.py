@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import Setting, SettingError, SettingExistsError
+from ..files import jsonable
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
 from .lock import StoreLock, deferred_interrupt, lock_path
@@ -31,6 +33,10 @@ MAP_DTYPES = ("float16", "float32")
 #: Configuration fields that are not part of a run's identity (a resume may change them; the
 #: image list is compared file by file instead).
 _RESUMABLE_FIELDS = ("world_size", "rank", "n", "n_total", "merged_from")
+
+#: The settings the store's messages name.
+_FORCE = Setting("force", True)
+_EXTEND = Setting("extend", True)
 
 
 def distributed_env(world_size: int | None = None, rank: int | None = None) -> tuple[int, int]:
@@ -174,8 +180,8 @@ def run_dataset(
     paths = list_images(input_dir)
     dev = resolve_device(device)
     if extend and world > 1:
-        raise ValueError("extend=True works on single-process stores; merge the shards first, "
-                         "then extend the merged store")
+        raise SettingError("{extend} works on single-process stores; merge the shards first, "
+                           "then extend the merged store", extend=_EXTEND)
     shard = root if world == 1 else root / f"shard-{rank}"
     lock = _lock(root, shard, world)
     try:
@@ -278,9 +284,9 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             "model_name": probe.model_name, "weights_sha256": fingerprint,
             "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
             "n_total": len(paths), "input_size": list(input_shape),
-            "data_config": {k: _jsonable(v) for k, v in data_config.items()},
+            "data_config": {k: jsonable(v) for k, v in data_config.items()},
             "crop": opts["crop"],
-            **({"audio_config": _jsonable(dict(opts["audio_config"]))}
+            **({"audio_config": jsonable(dict(opts["audio_config"]))}
                if opts["audio_config"] else {}),
             "methods": list(probe.meta["methods"]), "blocks": blocks,
             "heads": list(probe.heads), "target": opts["target"], "reduce": reduce,
@@ -421,8 +427,8 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
     if not resume:
         if force:
             return create()
-        raise FileExistsError(f"{shard} exists; resume it (resume=True) or replace it "
-                              "(force=True)")
+        raise SettingExistsError(f"{shard} exists; resume it " "({resume}) or replace it "
+                                 "({force})", resume=Setting("resume", True), force=_FORCE)
     stored = existing.config
     if stored.get("world_size", 1) != world:
         if force:
@@ -432,22 +438,22 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
                     f"{stored.get('world_size')} ranks")
         else:
             hint = f"it was written by a run over {stored.get('world_size')} ranks"
-        raise ValueError(f"{shard}: {hint}, this one has {world}; use the same world size, or "
-                         "force=True")
+        raise SettingError(f"{shard}: {hint}, this one has {world}; use the same world size, "
+                           "or {force}", force=_FORCE)
     diff = sorted(k for k in config if k not in _RESUMABLE_FIELDS and stored.get(k) != config[k])
     if diff:
         if force:
             return create()
         if diff == ["signed_maps"] and "signed_maps" not in stored:
             methods = dict.fromkeys(k.split("/")[0] for k in config["signed_maps"]["keys"])
-            raise ValueError(f"{shard} was written by an earlier conformer-xai that stored the "
-                             f"signed maps ({', '.join(methods)}) min-max normalised; it stays "
-                             "readable (conformer-xai report), but it cannot be resumed "
-                             "with signed maps stored as they are now; force=True starts over, "
-                             "or choose another store path")
-        raise ValueError(f"{shard} was written with other settings ({', '.join(diff)}); resume "
-                         "with the same settings, choose another store path, or force=True "
-                         "to start over")
+            raise SettingError(f"{shard} was written by an earlier conformer-xai that stored the "
+                               f"signed maps ({', '.join(methods)}) min-max normalised; it stays "
+                               "readable (conformer-xai report), but it cannot be resumed "
+                               "with signed maps stored as they are now; {force} starts over, "
+                               "or choose another store path", force=_FORCE)
+        raise SettingError(f"{shard} was written with other settings ({', '.join(diff)}); "
+                           "resume with the same settings, choose another store path, or "
+                           "{force} to start over", force=_FORCE)
     existing.remove_partial_files()
     return existing, False
 
@@ -473,10 +479,11 @@ def _check_files(ms: MapStore, input_dir: Path, root: Path, paths: Sequence[str]
     if world > 1 and len(shard_dirs(root)) < world:
         new = []  # the other shards do not exist yet: their images cannot be told from new ones
     if new and not extend:
-        how = ("extend=True adds them to the store" if world == 1 else "merge the shards, "
-               "then extend=True adds them to the merged store")
-        raise ValueError(f"{input_dir} holds {len(new)} image(s) that {ms.path} does not "
-                         f"(first: {new[0]}); {how}; or choose another store path")
+        how = ("{extend} adds them to the store" if world == 1 else "merge the shards, "
+               "then {extend} adds them to the merged store")
+        raise SettingError(f"{input_dir} holds {len(new)} image(s) that {ms.path} does not "
+                           f"(first: {new[0]}); " + how + "; or choose another store path",
+                           extend=_EXTEND)
     added = 0
     if new:
         ms.extend(new)
@@ -538,9 +545,9 @@ def _finished_merge(root: Path, config: dict[str, Any], resume: bool) -> bool:
     if resume and not diff and stored.complete():
         return True
     if not diff:
-        raise FileExistsError(f"{root} holds the merged store of this run, which is never "
-                              "replaced (not even with force=True); remove it by hand to start "
-                              "over")
+        raise SettingExistsError(f"{root} holds the merged store of this run, which is never "
+                                 "replaced (not even with {force}); remove it by hand to start "
+                                 "over", force=_FORCE)
     raise FileExistsError(f"{root} holds a merged store written with other settings "
                           f"({', '.join(diff)}); remove it or choose another store path")
 
@@ -626,15 +633,3 @@ def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
     return int(value)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value

@@ -56,6 +56,7 @@ from typing import Any
 
 import numpy as np
 
+from ..files import UMASK, atomic_write_text
 from .stops import stop_point
 
 __all__ = ["MapStore", "FORMAT", "is_store", "store_state", "atomic_write_text",
@@ -74,16 +75,6 @@ STORE_ENTRIES = ("zarr.json", "maps", "range", "target", "pred", "prob", "target
 LOCAL_FILES = (CREATING, ".conformer-xai.lock")
 
 
-def _read_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-#: The process umask at import (read once: os.umask can only be read by setting it).
-UMASK = _read_umask()
-
-
 def array_name(kind: str, key: str) -> str:
     """The zarr array of a map key: ``<kind>/<key>``, with ``/input`` appended to the input-
     resolution keys ``<method>/<head>`` of LRP, AttnLRP, IG and SmoothGrad, whose per-tap keys
@@ -94,21 +85,6 @@ def array_name(kind: str, key: str) -> str:
     if len(parts) == 2 and parts[0] in INPUT_METHODS:
         return f"{kind}/{key}/input"
     return f"{kind}/{key}"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and :func:`os.replace`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~UMASK)  # mkstemp creates 0600
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def ranges_from_mask(mask: np.ndarray) -> list[list[int]]:

@@ -15,9 +15,9 @@ import click
 
 from conformer_xai import __version__
 
-from ._common import PROG, CliGroup
 from .compare import compare_command
 from .dataset import explain_dataset_command
+from .errors import PROG, CliGroup
 from .evaluate import evaluate_command
 from .explain import explain_command
 from .models import models_command

@@ -84,7 +84,7 @@ def given_method_options(methods: tuple[str, ...] | None) -> dict[str, dict[str,
     Raises:
         CliUsageError: A flag given for methods the run does not include.
     """
-    from ._common import CliUsageError
+    from .errors import CliUsageError
 
     given = click.get_current_context().meta.get("method_options", {})
     out: dict[str, dict[str, Any]] = {}

@@ -8,32 +8,27 @@ from typing import Any
 
 import click
 
-from ._common import (
-    EMBEDDED_IMAGE_MODELS,
-    WEIGHTS,
-    CliRuntimeError,
-    CliUsageError,
-    CommaList,
+from .checks import (
     check_architecture,
     check_model_name,
-    check_overwrite,
     check_weights,
+    load_model,
+    resolve_device,
+    weights_notes,
+)
+from .errors import CliRuntimeError, CliUsageError, describe, note, report_errors
+from .explain_inputs import EMBEDDED_ON_PHOTO, input_kind
+from .options import (
+    EMBEDDED_IMAGE_MODELS,
+    WEIGHTS,
+    CommaList,
     debug_option,
-    describe,
     device_option,
-    echo_json,
     force_option,
     format_option,
     json_option,
-    load_model,
-    note,
-    prepare_out_dir,
-    report_errors,
-    resolve_device,
-    weights_notes,
-    write_json,
 )
-from .explain import EMBEDDED_ON_PHOTO, input_kind
+from .output import check_overwrite, echo_json, prepare_out_dir, write_json
 
 PUBLISHED_MODELS = ("resnet101", "deit_small_patch16_224", "conformer_small_patch16")
 

@@ -8,36 +8,39 @@ from pathlib import Path
 
 import click
 
-from ._common import (
-    HEADS,
-    METHODS,
-    WEIGHTS,
-    CliRuntimeError,
-    CliUsageError,
-    CommaList,
-    FailedInputs,
-    InputSize,
-    api_errors,
-    blocks_option,
+from ._map_options import reduce_option, tap_option
+from .checks import (
     check_architecture,
     check_model_name,
     check_weights,
-    checkpoint_options,
-    debug_option,
-    describe,
-    device_option,
-    echo_json,
-    force_option,
-    json_option,
     load_model,
-    model_or_default,
-    no_empty_folder_on_failure,
-    note,
-    report_errors,
     resolve_device,
     weights_notes,
 )
-from ._map_options import reduce_option, tap_option
+from .errors import (
+    CliRuntimeError,
+    CliUsageError,
+    FailedInputs,
+    api_errors,
+    describe,
+    note,
+    report_errors,
+)
+from .options import (
+    HEADS,
+    METHODS,
+    CommaList,
+    InputSize,
+    blocks_option,
+    checkpoint_options,
+    debug_option,
+    device_option,
+    force_option,
+    json_option,
+    model_options,
+    model_or_default,
+)
+from .output import echo_json, no_empty_folder_on_failure
 from .report import check_report_out, write_report
 
 
@@ -51,13 +54,11 @@ def report_folder(store: Path) -> Path:
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--out", "store", required=True, type=click.Path(path_type=Path),
               help="The Zarr store to write (resumed when it exists).")
-@click.option("--model", default=None,
-              help="Model name (default: conformer_small_patch16; with --checkpoint the name "
-                   "saved in it, else the architecture read from its weights).")
-@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
-              help="Weights source (default: embedded for the small models, else imagenet).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="A checkpoint file (.pth, .pt, .safetensors) instead of --weights.")
+@model_options(
+    model_help="Model name (default: conformer_small_patch16; with --checkpoint the name saved "
+               "in it, else the architecture read from its weights).",
+    weights_help="Weights source (default: embedded for the small models, else imagenet).",
+    checkpoint_help="A checkpoint file (.pth, .pt, .safetensors) instead of --weights.")
 @checkpoint_options
 @click.option("--audio-config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="JSON file of audio front-end settings (as for explain).")
@@ -143,7 +144,7 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
         check_architecture(model, input_size)
     audio = None
     if audio_config is not None or frames is not None:
-        from .explain import resolve_audio_options
+        from .explain_inputs import resolve_audio_options
 
         audio = resolve_audio_options(audio_config, frames)
     site = report_folder(store)

@@ -7,49 +7,38 @@ from typing import Any
 
 import click
 
-from ._common import (
+from ._map_options import reduce_option, tap_option
+from .checks import check_architecture, check_model_name, check_weights, load_model, resolve_device
+from .errors import CliRuntimeError, CliUsageError, api_errors, note, report_errors
+from .options import (
     DEFAULT_AUDIO_MODEL,
     EMBEDDED_IMAGE_MODELS,
     EMBEDDED_MODELS,
     HEADS,
     METHODS,
-    WEIGHTS,
-    CliRuntimeError,
-    CliUsageError,
     CommaList,
-    api_errors,
     blocks_option,
-    check_architecture,
-    check_model_name,
-    check_overwrite,
-    check_weights,
     debug_option,
     device_option,
-    echo_json,
     force_option,
     json_option,
-    load_model,
-    note,
-    report_errors,
-    resolve_device,
+    model_options,
 )
-from ._map_options import reduce_option, tap_option
+from .output import check_overwrite, echo_json
 
 FAITHFULNESS = ("last", "all", "none")
 
 
 @click.command("evaluate")
-@click.option("--model", default=None,
-              help="Model name, e.g. conformer_micro_patch16 (required without --audio; with "
-                   "--audio the default is conformer_micro_audio).")
+@model_options(
+    model_help="Model name, e.g. conformer_micro_patch16 (required without --audio; with "
+               "--audio the default is conformer_micro_audio).",
+    weights_help="Weights source (default: embedded, which only the small models have).",
+    checkpoint_help="A checkpoint of the model trained on the synthetic scenes (e.g. written "
+                    "by train-synthetic) instead of --weights.")
 @click.option("--audio", is_flag=True,
               help="Score a spectrogram model on the generated sound scenes (time-frequency "
                    "masks; maps unfolded to mel band x frame) instead of the image scenes.")
-@click.option("--weights", type=click.Choice(WEIGHTS), default=None,
-              help="Weights source (default: embedded, which only the small models have).")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="A checkpoint of the model trained on the synthetic scenes (e.g. written by "
-                   "train-synthetic) instead of --weights.")
 @click.option("--n", "n", type=click.IntRange(min=1), default=None,
               help="Number of generated test scenes (default: 200; 70 with --audio).")
 @click.option("--methods", type=CommaList(METHODS), default=None,
@@ -142,8 +131,11 @@ def evaluate_command(model: str | None, audio: bool, weights: str | None, checkp
     subject: Any = model
     if checkpoint is not None:
         subject = load_model(model, None, checkpoint, device=dev)
-    if weights == "random":
-        note(f"{model} has random weights: its maps and scores carry no meaning")
+    from conformer_xai.explain.caveats import warning_messages, weights_warnings
+
+    for text in warning_messages({"warnings": weights_warnings(model, weights,
+                                                               "maps and scores")}):
+        note(text)
     options: dict[str, Any] = {}
     if methods:
         options["methods"] = list(methods)

@@ -8,7 +8,9 @@ from typing import Any
 
 import click
 
-from ._common import debug_option, echo_json, json_option, report_errors
+from .errors import report_errors
+from .options import debug_option, json_option
+from .output import echo_json
 
 
 def row_dict(row: Any) -> dict[str, Any]:

@@ -12,17 +12,9 @@ from typing import Any
 
 import click
 
-from ._common import (
-    CliRuntimeError,
-    CliUsageError,
-    debug_option,
-    describe,
-    echo_json,
-    force_option,
-    json_option,
-    note,
-    report_errors,
-)
+from .errors import CliRuntimeError, CliUsageError, describe, note, report_errors
+from .options import debug_option, force_option, json_option
+from .output import echo_json
 
 
 def check_report_out(out: Path, force: bool) -> None:
@@ -32,7 +24,7 @@ def check_report_out(out: Path, force: bool) -> None:
     try:
         check_out(out, force)
     except FileExistsError as exc:
-        raise CliRuntimeError(describe(exc).replace("force=True (--force)", "--force")) from exc
+        raise CliRuntimeError(describe(exc)) from exc
 
 
 def write_report(path: Path, out: Path, *, images: Path | None = None,
@@ -48,11 +40,11 @@ def write_report(path: Path, out: Path, *, images: Path | None = None,
     except FileExistsError as exc:
         if debug:
             raise
-        raise CliRuntimeError(describe(exc).replace("force=True (--force)", "--force")) from exc
+        raise CliRuntimeError(describe(exc)) from exc
     except (FileNotFoundError, ValueError) as exc:
         if debug:
             raise
-        raise CliUsageError(describe(exc).replace("images=", "--images")) from exc
+        raise CliUsageError(describe(exc)) from exc
     except OSError as exc:
         if debug:
             raise

@@ -6,20 +6,9 @@ from pathlib import Path
 
 import click
 
-from ._common import (
-    EMBEDDED_MODELS,
-    CliRuntimeError,
-    CliUsageError,
-    PositiveFloat,
-    api_errors,
-    debug_option,
-    describe,
-    echo_json,
-    force_option,
-    json_option,
-    no_empty_folder_on_failure,
-    report_errors,
-)
+from .errors import CliRuntimeError, CliUsageError, api_errors, describe, report_errors
+from .options import EMBEDDED_MODELS, PositiveFloat, debug_option, force_option, json_option
+from .output import echo_json, no_empty_folder_on_failure
 
 
 @click.command("train-synthetic")

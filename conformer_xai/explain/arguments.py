@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
+from ..data import model_in_chans
+from ..errors import Setting, SettingError
 from ..registry import REGISTRY
 from .methods import DEFAULT_METHODS
 from .methods.rollout import RolloutOptions
@@ -36,13 +37,14 @@ class ArgumentChecks:
         if param is not None and x.dtype != param.dtype:
             raise ValueError(f"x is {x.dtype} but the model's parameters are {param.dtype}; "
                              f"pass x.to({param.dtype}) (for mixed precision use autocast_dtype)")
-        expected = _in_chans(self.model)
+        expected = model_in_chans(self.model)
         mono_ok = self.family == "conformer" and expected == 3 and x.shape[1] == 1
         if expected is not None and x.shape[1] != expected and not mono_ok:
             also = " (or 1, repeated over 3)" if self.family == "conformer" and expected == 3 else ""
             raise ValueError(f"x has {x.shape[1]} channels; the model expects {expected}{also}")
         if x.shape[-2] < 32 or x.shape[-1] < 32:
-            raise ValueError(f"x height and width must be >= 32, got {tuple(x.shape[-2:])}")
+            raise SettingError("{x} height and width must be >= 32, got "
+                               f"{tuple(x.shape[-2:])}", x=Setting("x"))
         if not torch.isfinite(x).all():
             raise ValueError("x contains NaN or infinite pixels")
 
@@ -170,12 +172,3 @@ def _display_image(image: torch.Tensor | np.ndarray) -> torch.Tensor:
                          f"got {array.dtype} with shape {array.shape}")
     return torch.as_tensor(array)
 
-
-def _in_chans(model: nn.Module) -> int | None:
-    value = getattr(model, "in_chans", None)
-    if isinstance(value, int):
-        return value
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            return m.in_channels
-    return None

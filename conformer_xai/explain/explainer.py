@@ -16,7 +16,7 @@ from ..devices import resolve_dtype
 from ..names import HEADS
 from ..registry import REGISTRY, SIDE_KEYS, check_options
 from .arguments import ArgumentChecks, _display_image, _rollout_options, _with_option
-from .caveats import SignedTapWarning, signed_tap_note
+from .caveats import SignedTapWarning, signed_tap_note, weights_warnings
 from .main_pass import Context, compute_maps, plan_main_pass
 from .methods.features import DEFAULT_REDUCE, check_reduce
 from .methods.rollout import RolloutOptions
@@ -49,7 +49,6 @@ class Explainer(ArgumentChecks):
         self.model = model
         self.adapter: ModelAdapter = adapter_for(model)
         self.class_names = list(class_names) if class_names is not None else None
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
     # ------------------------------------------------------------------ context management
     def __enter__(self) -> Explainer:
@@ -59,9 +58,8 @@ class Explainer(ArgumentChecks):
         self.close()
 
     def close(self) -> None:
-        """Remove every hook this explainer still holds."""
-        while self._handles:
-            self._handles.pop().remove()
+        """Remove every hook this explainer still holds (the interop helpers' included)."""
+        self.adapter.remove_hooks()
 
     # ------------------------------------------------------------------ description
     @property
@@ -224,6 +222,8 @@ class Explainer(ArgumentChecks):
         info = {"weights_source": getattr(self.model, "weights_source", None),
                 "family": self.family, "reduce": reduce, "tap": tap, "geometry": geometry,
                 "caveats": [caveat] if caveat else [],
+                "warnings": weights_warnings(self._model_name(),
+                                             getattr(self.model, "weights_source", None)),
                 **side_meta,
                 "num_blocks": {b: len(t) for b, t in self.adapter.taps.items()},
                 "rollout_options": vars(rollout_options), "methods": list(methods),
@@ -249,7 +249,7 @@ class Explainer(ArgumentChecks):
         """A function ``x -> logits of one head`` for captum's attribution classes."""
         from .interop import head_fn
 
-        return head_fn(self, self._resolve_heads(head)[0])
+        return head_fn(self.adapter, self._resolve_heads(head)[0])
 
     def head_module(self, head: str | None = None) -> nn.Module:
         """An ``nn.Module`` returning one head's logits (for pytorch-grad-cam)."""
@@ -267,7 +267,7 @@ class Explainer(ArgumentChecks):
         """
         from .interop import nchw_tap
 
-        return nchw_tap(self, branch, block, tap)
+        return nchw_tap(self.adapter, branch, block, tap)
 
     def pytorch_grad_cam(self, method_class: type, x: torch.Tensor, branch: str, block: int,
                          head: str | None = None, target: int | Sequence[int] | None = None,
@@ -278,7 +278,7 @@ class Explainer(ArgumentChecks):
         """
         from .interop import run_pytorch_grad_cam
 
-        return run_pytorch_grad_cam(self, method_class, x, branch, block,
+        return run_pytorch_grad_cam(self.adapter, method_class, x, branch, block,
                                     self._resolve_heads(head)[0], target, tap=tap, **cam_kwargs)
 
     # ------------------------------------------------------------------ internals

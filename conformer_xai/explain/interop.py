@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from .taps import ModelAdapter
-
-if TYPE_CHECKING:
-    from .explainer import Explainer
 
 
 class HeadModule(nn.Module):
@@ -29,14 +26,13 @@ class HeadModule(nn.Module):
         return self.adapter.forward(x)[self.head]
 
 
-def head_fn(explainer: Explainer, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def head_fn(adapter: ModelAdapter, head: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> logits`` of one head (captum's forward_func)."""
-    adapter = explainer.adapter
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return adapter.forward(x)[head]
 
-    forward.__name__ = f"{explainer.family}_{head}_head"
+    forward.__name__ = f"{adapter.family}_{head}_head"
     return forward
 
 
@@ -49,26 +45,14 @@ class _GridIdentity(nn.Module):
 
 
 @contextlib.contextmanager
-def _hooks(explainer: Explainer, handles: list) -> Iterator[None]:
-    explainer._handles.extend(handles)
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
-            if h in explainer._handles:
-                explainer._handles.remove(h)
-
-
-@contextlib.contextmanager
-def tap_module(explainer: Explainer, branch: str, block: int, tap: str = "residual"
+def tap_module(adapter: ModelAdapter, branch: str, block: int, tap: str = "residual"
                ) -> Iterator[nn.Module]:
     """Yield a module whose output is the tensor the engine's gradient methods read.
 
     That is the tap's module itself, except for a block *input* (the residual tap of a
     transformer's last block), which is routed through an identity module for the duration.
     """
-    module, reads_input = explainer.adapter.tap(branch, block).gradient_source(tap)
+    module, reads_input = adapter.tap(branch, block).gradient_source(tap)
     if not reads_input:
         yield module
         return
@@ -77,20 +61,19 @@ def tap_module(explainer: Explainer, branch: str, block: int, tap: str = "residu
     def route(mod: nn.Module, args: Any) -> tuple:
         return (identity(args[0]), *args[1:])
 
-    with _hooks(explainer, [module.register_forward_pre_hook(route)]):
+    with adapter.holding([module.register_forward_pre_hook(route)]):
         yield identity
 
 
 @contextlib.contextmanager
-def nchw_tap(explainer: Explainer, branch: str, block: int, tap: str = "residual"
+def nchw_tap(adapter: ModelAdapter, branch: str, block: int, tap: str = "residual"
              ) -> Iterator[nn.Module]:
     """Yield a module whose output is the gradient-method tap as a (B, C, h, w) map."""
-    t = explainer.adapter.tap(branch, block)
-    with tap_module(explainer, branch, block, tap) as source:
+    t = adapter.tap(branch, block)
+    with tap_module(adapter, branch, block, tap) as source:
         if not t.tokens:
             yield source
             return
-        adapter = explainer.adapter
         grid_module = _GridIdentity()
 
         def capture_size(module: nn.Module, args: Any) -> None:
@@ -101,12 +84,12 @@ def nchw_tap(explainer: Explainer, branch: str, block: int, tap: str = "residual
             prefix = tokens[:, : adapter.num_prefix_tokens]
             return torch.cat([prefix, grid.flatten(2).transpose(1, 2)], dim=1)
 
-        with _hooks(explainer, [adapter.model.register_forward_pre_hook(capture_size),
-                                source.register_forward_hook(reroute)]):
+        with adapter.holding([adapter.model.register_forward_pre_hook(capture_size),
+                              source.register_forward_hook(reroute)]):
             yield grid_module
 
 
-def pytorch_grad_cam_setup(explainer: Explainer, branch: str, block: int, head: str,
+def pytorch_grad_cam_setup(adapter: ModelAdapter, branch: str, block: int, head: str,
                            tap: str = "residual"
                            ) -> tuple[nn.Module, list[nn.Module], Callable | None]:
     """(model returning the head's logits, target layers, reshape transform) for pytorch-grad-cam.
@@ -115,7 +98,6 @@ def pytorch_grad_cam_setup(explainer: Explainer, branch: str, block: int, head: 
     *input* (the residual tap of a transformer's last block) use :func:`run_pytorch_grad_cam`,
     which routes that input through an identity module while the method runs.
     """
-    adapter = explainer.adapter
     t = adapter.tap(branch, block)
     model = HeadModule(adapter, head)
     module, reads_input = t.gradient_source(tap)
@@ -132,7 +114,7 @@ def pytorch_grad_cam_setup(explainer: Explainer, branch: str, block: int, head: 
     return model, [module], reshape_transform
 
 
-def run_pytorch_grad_cam(explainer: Explainer, method_class: type, x: torch.Tensor, branch: str,
+def run_pytorch_grad_cam(adapter: ModelAdapter, method_class: type, x: torch.Tensor, branch: str,
                          block: int, head: str, target: int | Sequence[int] | None = None,
                          tap: str = "residual", **cam_kwargs: Any) -> np.ndarray:
     """Run a pytorch-grad-cam method (e.g. ``GradCAM``) on one tap; returns (B, H, W) in [0, 1].
@@ -141,7 +123,6 @@ def run_pytorch_grad_cam(explainer: Explainer, method_class: type, x: torch.Tens
     """
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    adapter = explainer.adapter
     t = adapter.tap(branch, block)
     model = HeadModule(adapter, head)
 
@@ -152,13 +133,13 @@ def run_pytorch_grad_cam(explainer: Explainer, method_class: type, x: torch.Tens
     if target is not None:
         ts = [target] * x.shape[0] if isinstance(target, int) else list(target)
         targets = [ClassifierOutputTarget(int(t_)) for t_ in ts]
-    was_training = explainer.model.training
-    explainer.model.eval()
+    was_training = adapter.model.training
+    adapter.model.eval()
     try:
-        with tap_module(explainer, branch, block, tap) as layer, \
+        with tap_module(adapter, branch, block, tap) as layer, \
                 method_class(model=model, target_layers=[layer],
                              reshape_transform=reshape_transform if t.tokens else None,
                              **cam_kwargs) as cam:
             return cam(input_tensor=x, targets=targets)
     finally:
-        explainer.model.train(was_training)
+        adapter.model.train(was_training)

@@ -12,9 +12,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import Setting, SettingExistsError
+from ..files import jsonable
 from ..registry import REGISTRY, SIDE_KEYS, head_for, parse_key
 
-__all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant", "upsample",
+__all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant",
            "upsample_grid"]
 
 #: The ``format`` field of the JSON sidecar :meth:`Explanation.save` writes.
@@ -89,19 +91,6 @@ def upsample_grid(raw: torch.Tensor, size: tuple[int, int],
         up = (F.pad(up, pad, value=float("nan")) if uncovered == "nan"
               else F.pad(up, pad, mode="replicate"))
     return up[:, 0]
-
-
-def upsample(raw: torch.Tensor, size: tuple[int, int], padded: tuple[int, int] | None = None
-             ) -> torch.Tensor:
-    """Bilinear upsampling (align_corners=False) of (B, h, w) grids to ``size``.
-
-    When the grid covers a padded extent ``padded`` (H', W') >= ``size``, the grid is upsampled to
-    the padded extent and the padding is cropped away, so map pixels stay aligned with the input.
-    Prefer :func:`upsample_grid` with the map's stride from ``meta["geometry"]``.
-    """
-    target = padded or size
-    up = F.interpolate(raw[:, None].float(), size=target, mode="bilinear", align_corners=False)
-    return up[:, 0, : size[0], : size[1]]
 
 
 @dataclass
@@ -236,6 +225,13 @@ class Explanation:
         p, i = self.probs[head].topk(min(k, self.logits[head].shape[-1]), dim=-1)
         return [list(zip(ii.tolist(), pp.tolist())) for ii, pp in zip(i, p)]
 
+    def predictions(self, k: int = 5, index: int = 0) -> dict[str, list[dict[str, Any]]]:
+        """Top-``k`` predictions of image ``index`` per head: ``{head: [{"index", "name",
+        "prob"}, ...]}``, most probable first (probabilities rounded to 6 digits)."""
+        return {head: [{"index": i, "name": self.class_name(i), "prob": round(p, 6)}
+                       for i, p in self.top_classes(head, k=k)[index]]
+                for head in self.logits}
+
     def class_name(self, index: int) -> str:
         """Name of a class index (the index itself when no names are known)."""
         if self.class_names is not None and 0 <= index < len(self.class_names):
@@ -288,15 +284,16 @@ class Explanation:
         sidecar = path.with_suffix(".json")
         existing = [p for p in (path, sidecar) if p.exists()]
         if not overwrite and existing:
-            raise FileExistsError(f"{existing[0]} exists; pass overwrite=True to replace it")
+            raise SettingExistsError(f"{existing[0]} exists; pass " "{overwrite} to replace it",
+                                     overwrite=Setting("overwrite", True))
         np.savez_compressed(path, **self.to_numpy())
         sidecar.write_text(json.dumps({
             "format": SAVE_FORMAT,
             "heads": list(self.heads), "input_size": list(self.input_size),
             "model_name": self.model_name, "class_names": self.class_names,
             "map_keys": list(self.maps), "raw_keys": list(self.raw),
-            "logit_heads": list(self.logits), "meta": _jsonable(self.meta),
-            "flows": _jsonable(self.flows),
+            "logit_heads": list(self.logits), "meta": jsonable(self.meta),
+            "flows": jsonable(self.flows),
         }, indent=1))
         return path
 
@@ -327,15 +324,3 @@ class Explanation:
         except (OSError, ValueError, KeyError, AttributeError) as err:
             raise ValueError(f"{path}: not an explanation written by Explanation.save "
                              f"({type(err).__name__}: {err})") from None
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, torch.Tensor):
-        return obj.tolist()
-    return str(obj)

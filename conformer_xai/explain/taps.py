@@ -22,8 +22,9 @@ rows ``[i * stride, (i + 1) * stride)``; grids that extend past the input (paddi
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -103,14 +104,13 @@ class ModelAdapter:
         taps: ``branch -> [Tap for block 1..n]``.
         heads: Classifier heads, in the order logits are reported.
         forward_heads: ``x -> {head: logits}``.
-        patch_size: Token patch size in pixels (transformer families).
         num_prefix_tokens: Class (and distillation) tokens before the patch tokens.
         token_grid: ``(H, W) -> (rows, cols)`` of the patch-token grid.
-        covered_size: ``(H, W) -> (H', W')`` input extent a grid covers (padding included), or
-            None when maps are simply resized to the input size.
         uncovered_nan: ``() -> bool``: True when input pixels past a grid's last cell are no
             token's (a Conformer in ``size_mismatch="resize"`` mode, whose grids floor): maps
             are then NaN there instead of repeating the edge.
+        hooks: Hooks the interop helpers hold (:meth:`holding`); :meth:`remove_hooks` removes
+            any still there.
     """
 
     family: str
@@ -118,13 +118,29 @@ class ModelAdapter:
     taps: dict[str, list[Tap]]
     heads: tuple[str, ...]
     forward_heads: Callable[[torch.Tensor], dict[str, torch.Tensor]]
-    patch_size: int | None = None
     num_prefix_tokens: int = 0
     token_grid: Callable[[int, int], tuple[int, int]] | None = None
-    covered_size: Callable[[int, int], tuple[int, int]] | None = None
     uncovered_nan: Callable[[], bool] = lambda: False
 
     input_hw: tuple[int, int] | None = None
+    hooks: list[torch.utils.hooks.RemovableHandle] = dataclasses.field(default_factory=list)
+
+    @contextlib.contextmanager
+    def holding(self, handles: Sequence[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+        """Hold hook ``handles`` for the body of a ``with``; they are removed on exit."""
+        self.hooks.extend(handles)
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+                if h in self.hooks:
+                    self.hooks.remove(h)
+
+    def remove_hooks(self) -> None:
+        """Remove every hook still held (those of an interop context left unfinished)."""
+        while self.hooks:
+            self.hooks.pop().remove()
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits of every head; remembers the input size for token-grid reshapes."""
@@ -228,8 +244,7 @@ def _conformer_adapter(model) -> ModelAdapter:
     return ModelAdapter(
         family="conformer", model=model, taps={"cnn": cnn, "transformer": trans},
         heads=("fused", "cnn", "transformer"), forward_heads=forward_heads,
-        patch_size=model.patch_size, num_prefix_tokens=1, token_grid=model.token_grid,
-        covered_size=model.padded_input_size,
+        num_prefix_tokens=1, token_grid=model.token_grid,
         uncovered_nan=lambda: model.size_mismatch == "resize")
 
 
@@ -263,12 +278,7 @@ def _vit_adapter(model) -> ModelAdapter:
             return -(-height // ph), -(-width // pw)
         return height // ph, width // pw
 
-    def covered_size(height: int, width: int) -> tuple[int, int]:
-        gh, gw = token_grid(height, width)
-        return max(gh * ph, height), max(gw * pw, width)
-
     return ModelAdapter(
         family="vit", model=model, taps={"transformer": trans}, heads=("transformer",),
-        forward_heads=lambda x: {"transformer": model(x)}, patch_size=ph,
-        num_prefix_tokens=model.num_prefix_tokens, token_grid=token_grid,
-        covered_size=covered_size)
+        forward_heads=lambda x: {"transformer": model(x)},
+        num_prefix_tokens=model.num_prefix_tokens, token_grid=token_grid)

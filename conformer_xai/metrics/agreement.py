@@ -28,7 +28,7 @@ def rank_average(values: torch.Tensor) -> torch.Tensor:
     return (left + right + 1).double() / 2
 
 
-def spearman(a: Any, b: Any) -> torch.Tensor:
+def spearman(a: Any, b: Any, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Spearman rank correlation between two maps, per image.
 
     Spearman 1904, "The proof and measurement of association between two things": the Pearson
@@ -38,9 +38,10 @@ def spearman(a: Any, b: Any) -> torch.Tensor:
 
     Args:
         a, b: Maps (B, H, W) or (H, W), torch or numpy, of the same shape.
+        dtype: Of the result (the ranks are correlated in float64; float64 keeps that).
 
     Returns:
-        Float tensor (B,) in [-1, 1] (or a scalar); NaN where a map is constant.
+        Tensor (B,) in [-1, 1] (or a scalar); NaN where a map is constant.
     """
     ma, mb, single = _pair(a, b)
     ra = rank_average(ma.flatten(1))
@@ -50,7 +51,7 @@ def spearman(a: Any, b: Any) -> torch.Tensor:
     denom = ra.norm(dim=1) * rb.norm(dim=1)
     rho = (ra * rb).sum(dim=1) / denom
     rho = torch.where(denom > 0, rho.clamp(-1, 1), torch.full_like(rho, float("nan")))
-    return unbatch(rho.float(), single)
+    return unbatch(rho.to(dtype), single)
 
 
 def topk_iou(a: Any, b: Any, k: float = 0.1) -> torch.Tensor:

@@ -6,10 +6,18 @@ generator load when :func:`evaluate` runs.
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from .scoring import (
+    SCORES,
+    ScoreBook,
+    batches,
+    randomisation_note,
+    score_batch,
+    wants_faithfulness,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -26,7 +34,7 @@ ROW_FIELDS = (
     "ci95", "faithfulness_head",
 )
 
-_METRICS = ROW_FIELDS[4:13]
+_METRICS = SCORES
 
 
 def evaluate(
@@ -118,42 +126,28 @@ def evaluate(
     from ..explain import Explainer
     from ..explain.caveats import SignedTapWarning
     from ..explain.methods.features import DEFAULT_REDUCE
-    from ..explain.result import is_constant, parse_key
+    from ..explain.result import is_constant
     from ..synthetic import CLASS_NAMES, NUM_CLASSES, SyntheticScenes
-    from .agreement import spearman, ssim
     from .faithfulness import deletion_auc, insertion_auc
-    from .localisation import energy_pointing_game, pointing_game
+    from .localisation import energy_pointing_game
     from .parts import part_body_off_shares
     from .sanity import randomised_copy
 
     _check_args(n, batch_size, steps, faithfulness, seed)
     cascade_n = min(int(cascade_n or 0), n) if randomisation else 0
     device = torch.device(device)
-    model = _load(model_name, weights, device)
-    classes = getattr(model, "num_classes", NUM_CLASSES)
-    if isinstance(classes, int) and classes != NUM_CLASSES:
-        raise ValueError(f"the model predicts {classes} classes; evaluate needs a model of the "
-                         f"{NUM_CLASSES} synthetic scene classes (e.g. the micro models with "
-                         f"weights 'embedded' or 'random')")
-    model_label = getattr(model, "model_name", None) or (
-        model_name if isinstance(model_name, str) else type(model).__name__)
+    model, model_label = load_scored_model(
+        model_name, weights, device, NUM_CLASSES,
+        f"evaluate needs a model of the {NUM_CLASSES} synthetic scene classes (e.g. the micro "
+        "models with weights 'embedded' or 'random')")
     scenes = SyntheticScenes(n, seed=seed, size=size, split="test")
     random_model = randomised_copy(model, seed=seed) if randomisation else None
-
     explain_kwargs: dict[str, Any] = {"methods": methods, "blocks": blocks, "tap": tap,
                                       "reduce": DEFAULT_REDUCE if reduce is None else reduce}
-    values: dict[str, dict[str, list[torch.Tensor]]] = {}
-    flags: dict[str, dict[str, list[torch.Tensor]]] = {}
-    chance: dict[str, dict[str, list[torch.Tensor]]] = {}
-    correct: dict[str, int] = {}
-    n_part = 0
+    book = ScoreBook()
     noise = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    batches = range(0, n, batch_size)
-    if progress:
-        from tqdm import tqdm
 
-        batches = tqdm(batches, desc=f"evaluate {model_label}", unit="batch", disable=None)
     with Explainer(model, class_names=list(CLASS_NAMES)) as explainer, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", SignedTapWarning)
@@ -162,126 +156,50 @@ def evaluate(
             raise ValueError(f"headless_head must be 'own' or one of "
                              f"{', '.join(explainer.heads)}, got {headless_head!r}")
         explain_kwargs["head"] = head_names
-        last_block = {b: explainer.num_blocks(b) for b in explainer.branches}
+        score_head = faithfulness_heads(explainer, faithfulness, headless_head)
 
-        def score_head(info: dict[str, Any]) -> str:
-            if info["head"] is not None:
-                return info["head"]
-            if headless_head != "own":
-                return headless_head
-            return info["branch"] if info["branch"] in explainer.heads else \
-                explainer.default_head
-
-        for lo in batches:
-            items = [scenes[i] for i in range(lo, min(lo + batch_size, n))]
-            x = torch.stack([it["image"] for it in items]).to(device)
-            labels = torch.tensor([it["label"] for it in items], device=device)
-            obj = torch.stack([it["object_mask"] for it in items]).to(device)
-            part = torch.stack([it["part_mask"] for it in items]).to(device)
+        for x, labels, obj, part in _progress(batches(scenes, n, batch_size, device), n,
+                                              batch_size, progress, f"evaluate {model_label}"):
             has_part = part.flatten(1).any(dim=1)
-            n_part += int(has_part.sum())
+            book.n_part += int(has_part.sum())
             exp = explainer.explain(x, target=labels, **explain_kwargs)
             _check_classes(exp.logits, NUM_CLASSES)
-            for head, logits in exp.logits.items():
-                correct[head] = correct.get(head, 0) + int((logits.argmax(1).cpu()
-                                                            == labels.cpu()).sum())
-            random_maps = {}
-            if random_model is not None:
-                with Explainer(random_model) as rex:
-                    random_maps = rex.explain(x, target=labels, **explain_kwargs).maps
+            book.count(exp.logits, labels)
+            random_maps = _random_maps(random_model, x, labels, explain_kwargs)
             ones = torch.ones(obj.shape, device=device)
             area = energy_pointing_game(ones, obj, normalise=False)
             area_shares = (part_body_off_shares(ones[has_part], obj[has_part], part[has_part],
                                                 normalise=False)
                            if bool(has_part.any()) else None)
-            random_auc: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-            for key, maps in exp.maps.items():
-                info = parse_key(key)
-                acc = values.setdefault(key, {name: [] for name in _METRICS})
-                flat = flags.setdefault(key, {name: [] for name in _METRICS})
-                base = chance.setdefault(key, {name: [] for name in _METRICS})
-                constant = is_constant(maps)
 
-                def add(name: str, value: torch.Tensor, const: torch.Tensor,
-                        level: torch.Tensor | None, acc: dict = acc, flat: dict = flat,
-                        base: dict = base) -> None:
-                    acc[name].append(value.float().cpu().reshape(-1))
-                    flat[name].append(const.cpu().reshape(-1))
-                    if level is not None:
-                        base[name].append(level.float().cpu().reshape(-1))
+            def curves(head: str, maps: torch.Tensor, x: torch.Tensor = x,
+                       labels: torch.Tensor = labels) -> tuple[torch.Tensor, torch.Tensor]:
+                score_fn = explainer.head_fn(head)
+                return (deletion_auc(score_fn, x, maps, labels, steps=steps,
+                                     batch_size=batch_size),
+                        insertion_auc(score_fn, x, maps, labels, steps=steps,
+                                      batch_size=batch_size))
 
-                add("pointing_game", pointing_game(maps, obj), constant, area)
-                add("energy_pointing_game", energy_pointing_game(maps, obj), constant, area)
-                if area_shares is not None:
-                    shares = part_body_off_shares(maps[has_part], obj[has_part], part[has_part])
-                    for name, value, level in zip(("part_share", "body_share", "off_share"),
-                                                  shares, area_shares):
-                        add(name, value, constant[has_part], level)
-                if _wants_faithfulness(faithfulness, info, last_block):
-                    head = score_head(info)
-                    score_fn = explainer.head_fn(head)
-                    if head not in random_auc:
-                        noise_maps = torch.rand(maps.shape, generator=noise).to(device)
-                        random_auc[head] = (
-                            deletion_auc(score_fn, x, noise_maps, labels, steps=steps,
-                                         batch_size=batch_size),
-                            insertion_auc(score_fn, x, noise_maps, labels, steps=steps,
-                                          batch_size=batch_size))
-                    add("deletion_auc", deletion_auc(score_fn, x, maps, labels, steps=steps,
-                                                     batch_size=batch_size),
-                        constant, random_auc[head][0])
-                    add("insertion_auc", insertion_auc(score_fn, x, maps, labels, steps=steps,
-                                                       batch_size=batch_size),
-                        constant, random_auc[head][1])
-                if key in random_maps:
-                    both = constant | is_constant(random_maps[key])
-                    rho = spearman(maps, random_maps[key])
-                    add("randomisation_spearman", rho, both | torch.isnan(rho).cpu(),
-                        torch.zeros_like(rho))
-                    add("randomisation_ssim", ssim(maps, random_maps[key]), both, None)
+            score_batch(book, exp.maps, random_maps, obj, part, area, area_shares,
+                        lambda maps: (maps, is_constant(maps)), score_head, curves, noise,
+                        device)
         cascade = (_cascade(explainer, model, scenes, cascade_n, explain_kwargs, seed, device)
                    if cascade_n else None)
-
-    rng = _numpy_rng(seed)
-    rows = []
-    for key, acc in values.items():
-        info = parse_key(key)
-        row: dict[str, Any] = {"method": info["method"], "head": info["head"],
-                               "branch": info["branch"], "block": info["block"]}
-        stats = {name: _stats(acc[name], flags[key][name], chance[key][name],
-                              name in _DROP_CONSTANT, rng, bootstrap) for name in _METRICS}
-        row.update({name: stats[name]["mean"] for name in _METRICS})
-        row["n"] = n
-        row["n_scored"] = {name: stats[name]["n"] for name in _METRICS}
-        row["n_constant"] = {name: stats[name]["n_constant"] for name in _METRICS}
-        row["chance"] = {name: stats[name]["chance"] for name in _METRICS}
-        row["ci95"] = {name: stats[name]["ci95"] for name in _METRICS}
-        row["faithfulness_head"] = (score_head(info) if _wants_faithfulness(
-            faithfulness, info, last_block) else None)
-        rows.append(row)
+    rows = book.rows(n, seed, bootstrap, score_head)
     meta = {
         "model": model_label,
         "weights": getattr(model, "weights_source", weights if isinstance(model_name, str)
                            else None),
-        "n": n,
-        "n_part": n_part,
-        "seed": seed,
-        "size": size,
-        "split": "test",
-        "target": "true class",
-        "heads": list(head_names),
+        "n": n, "n_part": book.n_part, "seed": seed, "size": size, "split": "test",
+        "target": "true class", "heads": list(head_names),
         "methods": None if methods is None else list(methods),
         "blocks": None if blocks is None else [int(b) for b in blocks],
-        "tap": tap,
-        "reduce": explain_kwargs["reduce"],
-        "accuracy": {head: c / n for head, c in correct.items()},
-        "steps": steps,
-        "faithfulness": faithfulness,
+        "tap": tap, "reduce": explain_kwargs["reduce"],
+        "accuracy": {head: c / n for head, c in book.correct.items()},
+        "steps": steps, "faithfulness": faithfulness,
         "faithfulness_head_for_headless_maps": ("own branch's head" if headless_head == "own"
                                                 else headless_head),
-        "randomisation": ("all layers re-initialised (seed "
-                          f"{seed}), Spearman and SSIM to the trained model's map")
-        if randomisation else None,
+        "randomisation": randomisation_note(randomisation, seed),
         "chance": "pointing game, energy pointing game: the object's area share; part/body/"
                   "off: their area shares; deletion/insertion: a uniformly random map's AUC "
                   "under the same head; randomisation Spearman: 0",
@@ -330,49 +248,6 @@ def _cascade(explainer: Any, model: nn.Module, scenes: Any, count: int,
     return {"layers": [label for label, _ in layers], "n": count, "order":
             "heads first, then the blocks from the last to the first, then the stem "
             "(cumulative)", "maps": curves, "methods": by_method}
-
-
-#: Scores whose constant (NaN) maps are left out of the mean rather than scored.
-_DROP_CONSTANT = ("randomisation_spearman",)
-
-
-def _stats(values: list[torch.Tensor], constant: list[torch.Tensor],
-           chance: list[torch.Tensor], drop_constant: bool, rng: Any,
-           bootstrap: int) -> dict[str, Any]:
-    import numpy as np
-    import torch
-
-    out: dict[str, Any] = {"mean": None, "n": 0, "n_constant": 0, "chance": None, "ci95": None}
-    if not values:
-        return out
-    v = torch.cat(values).double().numpy()
-    c = torch.cat(constant).numpy().astype(bool)
-    keep = ~np.isnan(v)
-    if drop_constant:
-        keep &= ~c
-    out["n_constant"] = int((c | np.isnan(v)).sum())
-    out["n"] = int(keep.sum())
-    if chance:
-        ch = torch.cat(chance).double().numpy()
-        ch = ch[~np.isnan(ch)]
-        out["chance"] = round(float(ch.mean()), 6) if ch.size else None
-    v = v[keep]
-    if v.size == 0:
-        return out
-    mean = float(v.mean())
-    out["mean"] = mean if math.isfinite(mean) else None
-    if v.size >= 2 and bootstrap > 0:
-        idx = rng.integers(0, v.size, size=(bootstrap, v.size))
-        means = v[idx].mean(axis=1)
-        out["ci95"] = [round(float(np.percentile(means, 2.5)), 6),
-                       round(float(np.percentile(means, 97.5)), 6)]
-    return out
-
-
-def _numpy_rng(seed: int) -> Any:
-    import numpy as np
-
-    return np.random.default_rng(seed)
 
 
 def _nanmean(t: torch.Tensor) -> float | None:
@@ -477,17 +352,62 @@ def _check_classes(logits: dict[str, torch.Tensor], num_classes: int) -> None:
                              f"weights 'embedded' or 'random' of the micro models)")
 
 
-def _wants_faithfulness(mode: str, info: dict[str, Any], last_block: dict[str, int]) -> bool:
-    if mode == "none":
-        return False
-    if mode == "all" or info["block"] is None:
-        return True
-    return info["block"] == last_block.get(info["branch"])
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
+
+
+def load_scored_model(model_name: Any, weights: str | None, device: torch.device,
+                      num_classes: int, needs: str) -> tuple[nn.Module, str]:
+    """The model to score (loaded by name, or moved to ``device``) and its label; ValueError
+    ending in ``needs`` when its class count is not ``num_classes``."""
+    model = _load(model_name, weights, device)
+    classes = getattr(model, "num_classes", num_classes)
+    if isinstance(classes, int) and classes != num_classes:
+        raise ValueError(f"the model predicts {classes} classes; {needs}")
+    label = getattr(model, "model_name", None) or (
+        model_name if isinstance(model_name, str) else type(model).__name__)
+    return model, label
+
+
+def faithfulness_heads(explainer: Any, mode: str, headless_head: str = "own"
+                       ) -> Callable[[dict[str, Any]], str | None]:
+    """``parse_key(key) -> head`` under which a map's deletion and insertion curves are
+    computed, None for maps without curves (see :func:`wants_faithfulness`). Maps without a
+    head of their own take ``headless_head``, or with "own" their branch's head."""
+    last_block = {b: explainer.num_blocks(b) for b in explainer.branches}
+
+    def head_of(info: dict[str, Any]) -> str | None:
+        if not wants_faithfulness(mode, info, last_block):
+            return None
+        if info["head"] is not None:
+            return info["head"]
+        if headless_head != "own":
+            return headless_head
+        return info["branch"] if info["branch"] in explainer.heads else explainer.default_head
+
+    return head_of
+
+
+def _random_maps(random_model: nn.Module | None, x: torch.Tensor, labels: torch.Tensor,
+                 explain_kwargs: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The randomised model's maps of a batch (empty without a randomised model)."""
+    if random_model is None:
+        return {}
+    from ..explain import Explainer
+
+    with Explainer(random_model) as rex:
+        return rex.explain(x, target=labels, **explain_kwargs).maps
+
+
+def _progress(items: Iterable[Any], n: int, batch_size: int, show: bool, desc: str
+              ) -> Iterable[Any]:
+    """``items`` (one per batch), behind a progress bar on stderr when ``show``."""
+    if not show:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=-(-n // batch_size), desc=desc, unit="batch", disable=None)

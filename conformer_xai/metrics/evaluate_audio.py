@@ -15,7 +15,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .evaluate import ROW_FIELDS, _cell, _stats, render_table
+from .evaluate import ROW_FIELDS, _cell, render_table
+from .scoring import SCORES, ScoreBook, batches, randomisation_note, score_batch  # noqa: F401
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -26,13 +27,8 @@ STAT_FIELDS = ("n_scored", "n_constant", "chance", "ci95", "faithfulness_head")
 #: Row fields, in table order: the image rows' fields (:data:`ROW_FIELDS`), then any statistic
 #: field these do not already hold.
 AUDIO_ROW_FIELDS = ROW_FIELDS + tuple(f for f in STAT_FIELDS if f not in ROW_FIELDS)
-#: The scores of a row.
-SCORES = ("pointing_game", "energy_pointing_game", "part_share", "body_share", "off_share",
-          "deletion_auc", "insertion_auc", "randomisation_spearman", "randomisation_ssim")
 #: The model ``evaluate --audio`` scores by default (with its embedded weights).
 DEFAULT_AUDIO_MODEL = "conformer_micro_audio"
-#: Scores whose constant maps are left out of the mean rather than scored.
-_DROP_CONSTANT = ("randomisation_spearman",)
 
 
 def evaluate_audio(
@@ -97,74 +93,54 @@ def evaluate_audio(
     Raises:
         ValueError: Bad arguments, or a model whose classes are not the sound scenes'.
     """
-    import numpy as np
     import torch
 
     from ..audio import DEFAULT_AUDIO_CONFIG, floor_db, resolve_audio_config, unfold
     from ..explain import Explainer
-    from ..explain.result import parse_key
     from ..synthetic.sound_dataset import SoundScenes
     from ..synthetic.sounds import FRAMES, N_MELS, SOUND_CLASS_NAMES, SOUND_NUM_CLASSES
-    from .agreement import spearman, ssim
-    from .evaluate import _check_args, _load, _wants_faithfulness
+    from .evaluate import (
+        _check_args,
+        _progress,
+        _random_maps,
+        faithfulness_heads,
+        load_scored_model,
+    )
     from .faithfulness import deletion_auc
-    from .localisation import energy_pointing_game, pointing_game
-    from .parts import part_body_off_shares
     from .sanity import randomised_copy
 
     _check_args(n, batch_size, steps, faithfulness, seed)
     if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
         raise ValueError(f"bootstrap must be a non-negative int, got {bootstrap!r}")
     device = torch.device(device)
-    model = _load(model_name, weights, device)
-    classes = getattr(model, "num_classes", SOUND_NUM_CLASSES)
-    if isinstance(classes, int) and classes != SOUND_NUM_CLASSES:
-        raise ValueError(f"the model predicts {classes} classes; evaluate --audio needs a model "
-                         f"of the {SOUND_NUM_CLASSES} sound scene classes (e.g. "
-                         f"{DEFAULT_AUDIO_MODEL} with weights 'embedded' or 'random')")
-    model_label = getattr(model, "model_name", None) or (
-        model_name if isinstance(model_name, str) else type(model).__name__)
+    model, model_label = load_scored_model(
+        model_name, weights, device, SOUND_NUM_CLASSES,
+        f"evaluate --audio needs a model of the {SOUND_NUM_CLASSES} sound scene classes (e.g. "
+        f"{DEFAULT_AUDIO_MODEL} with weights 'embedded' or 'random')")
     floor = floor_db(resolve_audio_config(None))
     clips = SoundScenes(n, seed=seed, split="test")
     random_model = randomised_copy(model, seed=seed) if randomisation else None
 
     explain_kwargs: dict[str, Any] = {"methods": methods, "blocks": blocks}
-    values: dict[str, dict[str, list[torch.Tensor]]] = {}
-    flags: dict[str, dict[str, list[torch.Tensor]]] = {}
-    chance: dict[str, dict[str, list[torch.Tensor]]] = {}
-    correct: dict[str, int] = {}
-    n_part = 0
+    book = ScoreBook()
     noise = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    batches = range(0, n, batch_size)
-    if progress:
-        from tqdm import tqdm
 
-        batches = tqdm(batches, desc=f"evaluate --audio {model_label}", unit="batch",
-                       disable=None)
-
-    def flat(maps: torch.Tensor) -> torch.Tensor:
-        return unfold(maps.float(), n_mels=N_MELS, freq_ratio=2, frames=FRAMES)
+    def plane(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps unfolded to the (mel band, frame) plane (NaN as 0) and their constant flags."""
+        tf = unfold(maps.float(), n_mels=N_MELS, freq_ratio=2, frames=FRAMES)
+        return torch.nan_to_num(tf, nan=0.0), _is_constant(tf)
 
     with Explainer(model, class_names=list(SOUND_CLASS_NAMES)) as explainer:
         head_names = tuple(heads) if heads is not None else explainer.heads
         explain_kwargs["head"] = head_names
-        last_block = {b: explainer.num_blocks(b) for b in explainer.branches}
+        score_head = faithfulness_heads(explainer, faithfulness)
 
-        def score_head(info: dict[str, Any]) -> str:
-            if info["head"] is not None:
-                return info["head"]
-            return info["branch"] if info["branch"] in explainer.heads else \
-                explainer.default_head
-
-        for lo in batches:
-            items = [clips[i] for i in range(lo, min(lo + batch_size, n))]
-            x = torch.stack([it["image"] for it in items]).to(device)
-            labels = torch.tensor([it["label"] for it in items], device=device)
-            obj = torch.stack([it["object_mask"] for it in items]).to(device)
-            part = torch.stack([it["part_mask"] for it in items]).to(device)
+        for x, labels, obj, part in _progress(batches(clips, n, batch_size, device), n,
+                                              batch_size, progress,
+                                              f"evaluate --audio {model_label}"):
             has_part = part.flatten(1).any(dim=1)
-            n_part += int(has_part.sum())
+            book.n_part += int(has_part.sum())
             floor_x = torch.full_like(x, floor)
             exp = explainer.explain(x, target=labels, **explain_kwargs)
             for head, logits in exp.logits.items():
@@ -172,104 +148,41 @@ def evaluate_audio(
                     raise ValueError(f"the model's {head} head predicts {logits.shape[1]} "
                                      f"classes; evaluate --audio needs the "
                                      f"{SOUND_NUM_CLASSES} sound scene classes")
-                correct[head] = correct.get(head, 0) + int((logits.argmax(1).cpu()
-                                                            == labels.cpu()).sum())
-            random_maps = {}
-            if random_model is not None:
-                with Explainer(random_model) as rex:
-                    random_maps = rex.explain(x, target=labels, **explain_kwargs).maps
+            book.count(exp.logits, labels)
+            random_maps = _random_maps(random_model, x, labels, explain_kwargs)
             area = obj.flatten(1).float().mean(dim=1)
             area_shares = None
             if bool(has_part.any()):
                 p, o = part[has_part].flatten(1).float(), obj[has_part].flatten(1).float()
                 area_shares = (p.mean(1), (o * (1 - p)).mean(1), (1 - torch.maximum(o, p)).mean(1))
-            random_auc: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-            for key, maps in exp.maps.items():
-                info = parse_key(key)
-                tf = flat(maps)
-                acc = values.setdefault(key, {name: [] for name in SCORES})
-                fl = flags.setdefault(key, {name: [] for name in SCORES})
-                base = chance.setdefault(key, {name: [] for name in SCORES})
-                constant = _is_constant(tf)
 
-                def add(name: str, value: torch.Tensor, const: torch.Tensor,
-                        level: torch.Tensor | None, acc: dict = acc, fl: dict = fl,
-                        base: dict = base) -> None:
-                    acc[name].append(value.float().cpu().reshape(-1))
-                    fl[name].append(const.cpu().reshape(-1))
-                    if level is not None:
-                        base[name].append(level.float().cpu().reshape(-1))
+            def curves(head: str, maps: torch.Tensor, x: torch.Tensor = x,
+                       floor_x: torch.Tensor = floor_x, labels: torch.Tensor = labels
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+                folded = torch.nan_to_num(maps.float(), nan=float("-inf"))
+                return _del_ins(explainer.head_fn(head), x, floor_x, folded, labels, steps,
+                                batch_size, deletion_auc)
 
-                clean = torch.nan_to_num(tf, nan=0.0)
-                add("pointing_game", pointing_game(clean, obj), constant, area)
-                add("energy_pointing_game", energy_pointing_game(clean, obj), constant, area)
-                if area_shares is not None:
-                    shares = part_body_off_shares(clean[has_part], obj[has_part], part[has_part])
-                    for name, value, level in zip(("part_share", "body_share", "off_share"),
-                                                  shares, area_shares):
-                        add(name, value, constant[has_part], level)
-                if _wants_faithfulness(faithfulness, info, last_block):
-                    head = score_head(info)
-                    score_fn = explainer.head_fn(head)
-                    folded = torch.nan_to_num(maps.float(), nan=float("-inf"))
-                    if head not in random_auc:
-                        noise_maps = torch.rand(maps.shape, generator=noise).to(device)
-                        random_auc[head] = _del_ins(score_fn, x, floor_x, noise_maps, labels,
-                                                    steps, batch_size, deletion_auc)
-                    dele, ins = _del_ins(score_fn, x, floor_x, folded, labels, steps,
-                                         batch_size, deletion_auc)
-                    add("deletion_auc", dele, constant, random_auc[head][0])
-                    add("insertion_auc", ins, constant, random_auc[head][1])
-                if key in random_maps:
-                    other = flat(random_maps[key])
-                    both = constant | _is_constant(other)
-                    rho = spearman(clean, torch.nan_to_num(other, nan=0.0))
-                    add("randomisation_spearman", rho, both | torch.isnan(rho).cpu(),
-                        torch.zeros_like(rho))
-                    add("randomisation_ssim", ssim(clean, torch.nan_to_num(other, nan=0.0)),
-                        both, None)
+            score_batch(book, exp.maps, random_maps, obj, part, area, area_shares, plane,
+                        score_head, curves, noise, device)
 
-    rng = np.random.default_rng(seed)
-    rows = []
-    for key, acc in values.items():
-        info = parse_key(key)
-        stats = {name: _stats(acc[name], flags[key][name], chance[key][name],
-                              name in _DROP_CONSTANT, rng, bootstrap) for name in SCORES}
-        row: dict[str, Any] = {"method": info["method"], "head": info["head"],
-                               "branch": info["branch"], "block": info["block"]}
-        row.update({name: stats[name]["mean"] for name in SCORES})
-        row["n"] = n
-        row["n_scored"] = {name: stats[name]["n"] for name in SCORES}
-        row["n_constant"] = {name: stats[name]["n_constant"] for name in SCORES}
-        row["chance"] = {name: stats[name]["chance"] for name in SCORES}
-        row["ci95"] = {name: stats[name]["ci95"] for name in SCORES}
-        row["faithfulness_head"] = (score_head(info) if _wants_faithfulness(
-            faithfulness, info, last_block) else None)
-        rows.append({field: row[field] for field in AUDIO_ROW_FIELDS})
+    rows = book.rows(n, seed, bootstrap, score_head)
     meta = {
         "model": model_label,
         "weights": getattr(model, "weights_source", weights if isinstance(model_name, str)
                            else None),
-        "input": "audio",
-        "n": n,
-        "n_part": n_part,
-        "seed": seed,
-        "split": "test",
+        "input": "audio", "n": n, "n_part": book.n_part, "seed": seed, "split": "test",
         "target": "true class",
         "grid": {"bands": N_MELS, "frames": FRAMES, "freq_ratio": 2},
         "front_end": {k: DEFAULT_AUDIO_CONFIG[k] for k in ("sr", "n_fft", "hop_length",
                                                            "n_mels", "fmin", "fmax")},
-        "fill_db": floor,
-        "heads": list(head_names),
+        "fill_db": floor, "heads": list(head_names),
         "methods": None if methods is None else list(methods),
         "blocks": None if blocks is None else [int(b) for b in blocks],
-        "accuracy": {head: c / n for head, c in correct.items()},
-        "steps": steps,
-        "faithfulness": faithfulness,
+        "accuracy": {head: c / n for head, c in book.correct.items()},
+        "steps": steps, "faithfulness": faithfulness,
         "faithfulness_head_for_headless_maps": "own branch's head",
-        "randomisation": ("all layers re-initialised (seed "
-                          f"{seed}), Spearman and SSIM to the trained model's map")
-        if randomisation else None,
+        "randomisation": randomisation_note(randomisation, seed),
         "chance": "pointing game, energy pointing game: the mask's area share of the (band, "
                   "frame) plane; part/body/off: their area shares; deletion/insertion: a "
                   "uniformly random map's AUC under the same head; randomisation Spearman: 0",

@@ -200,22 +200,11 @@ def add_colorbar(ax: Axes, shown) -> None:
         cbar.solids.set_alpha(1.0)
 
 
-def rank(values: np.ndarray) -> np.ndarray:
-    """Ranks (1-based) with ties given their average rank, as scipy.stats.rankdata does."""
-    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
-    ends = np.cumsum(counts)
-    average = (ends - counts + 1 + ends) / 2.0
-    return average[inverse.reshape(-1)]
-
-
 def spearman(a: Any, b: Any) -> float:
-    """Spearman rank correlation of two maps of equal size (NaN when one is constant)."""
-    x = to_numpy(a).astype(np.float64).ravel()
-    y = to_numpy(b).astype(np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"maps differ in size: {x.size} and {y.size} values")
-    rx, ry = rank(x), rank(y)
-    rx -= rx.mean()
-    ry -= ry.mean()
-    denom = np.sqrt((rx * rx).sum() * (ry * ry).sum())
-    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+    """Spearman rank correlation of two maps of equal size, as a float (NaN when one is
+    constant): :func:`conformer_xai.metrics.spearman` of a single pair."""
+    import torch
+
+    from ..metrics.agreement import spearman as rank_correlation
+
+    return float(rank_correlation(to_numpy(a), to_numpy(b), dtype=torch.float64))

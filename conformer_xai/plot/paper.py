@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .figures import (
@@ -168,13 +169,7 @@ def paper_figure(image: Any, explanations: Mapping[str, Explanation],
     cmap = cmap or DEFAULT_CMAP
     fig = new_figure(figsize=(1.0 + 2.1 * (len(columns) + 1), 4.6), layout="constrained")
     grid = fig.add_gridspec(2, len(columns) + 1)
-    ax = fig.add_subplot(grid[:, 0])
-    if img is not None:
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
-    else:
-        ax.set_facecolor("0.9")
-    clean_axes(ax)
-    ax.set_title("(a) input", fontsize=9)
+    _input_panel(fig.add_subplot(grid[:, 0]), img, "(a) input")
     for c, (exp, branch, blocks, title) in enumerate(columns, start=1):
         for r, (row_name, k) in enumerate(zip(("shallow", "deep"), blocks)):
             ax = fig.add_subplot(grid[r, c])
@@ -185,6 +180,16 @@ def paper_figure(image: Any, explanations: Mapping[str, Explanation],
                 ax.set_ylabel(row_name, fontsize=9)
     fig.suptitle(f"{method_label(method)}: shallow and deep blocks", fontsize=10)
     return fig
+
+
+def _input_panel(ax: Axes, img: np.ndarray | None, title: str) -> None:
+    """The input image (grey where there is none) in ``ax``, titled."""
+    if img is not None:
+        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
+    else:
+        ax.set_facecolor("0.9")
+    clean_axes(ax)
+    ax.set_title(title, fontsize=9)
 
 
 def _channel_blocks(exp: Explanation, branch: str) -> list[int]:
@@ -214,13 +219,7 @@ def _paper_style(img: np.ndarray | None, columns: list, index: int, cmap: str) -
     n = len(columns)
     fig = new_figure(figsize=(1.6 + 1.45 * 2 * n, 3.4), layout="constrained")
     left, *groups = fig.subfigures(1, 3, width_ratios=[1.1, n, n], wspace=0.02)
-    ax = left.add_subplot()
-    if img is not None:
-        ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0.0, vmax=1.0)
-    else:
-        ax.set_facecolor("0.9")
-    clean_axes(ax)
-    ax.set_title("Input", fontsize=9)
+    _input_panel(left.add_subplot(), img, "Input")
     for g, (group, depth) in enumerate(zip(groups, ("Shallow Layers", "Deep Layers"))):
         axes = group.subplots(2, n, squeeze=False)
         for c, (exp, branch, blocks, title) in enumerate(columns):

@@ -68,10 +68,10 @@ def _short(name: str) -> str:
 def top_predictions_text(exp: Explanation, index: int = 0, k: int = 5) -> str:
     """Top-``k`` classes and probabilities of every classifier head, as monospace text."""
     lines = [f"target: {class_label(exp, index)}", ""]
-    for head in exp.logits:
+    for head, top in exp.predictions(k, index).items():
         lines.append(f"{head} head")
-        for rank, (cls, prob) in enumerate(exp.top_classes(head, k)[index], start=1):
-            lines.append(f" {rank}. {_short(exp.class_name(cls)):<{NAME_WIDTH}} {prob:6.3f}")
+        for rank, p in enumerate(top, start=1):
+            lines.append(f" {rank}. {_short(p['name']):<{NAME_WIDTH}} {p['prob']:6.3f}")
         lines.append("")
     return "\n".join(lines).rstrip()
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import Setting, SettingExistsError
 from .audio import axes as audio_axes
 from .encode import (
     Cleaner,
@@ -121,7 +122,8 @@ def check_out(out: str | os.PathLike, force: bool) -> None:
             raise FileExistsError(f"{out} exists, is not empty and is not a conformer-xai "
                                   "report; refusing to replace it; choose another folder")
         if not force:
-            raise FileExistsError(f"{out} exists; pass force=True (--force) to replace it")
+            raise SettingExistsError(f"{out} exists; pass " "{force} to replace it",
+                                     force=Setting("force", True))
 
 
 def _prepare(out: Path, force: bool) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..batch.scaling import is_signed_key, scaling_of, shown
 from ..batch.store import array_name
+from ..errors import Setting, SettingError
 from .encode import key_parts, normalise, quantise
 
 __all__ = ["Record", "Layout", "Source", "ExplainFolder", "StoreSource", "open_source"]
@@ -420,6 +421,6 @@ def open_source(path: str | os.PathLike, images: str | os.PathLike | None = None
     if is_store(root):
         return StoreSource(root, Path(images) if images is not None else None, labels)
     if images is not None:
-        raise ValueError("images= is for explain-dataset stores; an explain folder holds its "
-                         "images")
+        raise SettingError("{images} is for explain-dataset stores; an explain folder holds its "
+                           "images", images=Setting("images"))
     return ExplainFolder(root, labels, skip, files)
