@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .channels import model_in_chans
 from .errors import Setting, SettingError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -389,8 +390,6 @@ def load_audio(path: str | os.PathLike, model: Any = None, config: dict | str | 
             f"{MAX_FRAMES} frames ({_frames_seconds(MAX_FRAMES, cfg):.1f} s); cut it, or set "
             f"frames (--frames) to crop it")
     image = fold(spec, cfg["freq_ratio"])
-    from .data import model_in_chans
-
     chans = (model_in_chans(model) if model is not None else None) or 1
     x = image[None, None].expand(1, chans, -1, -1).contiguous()
     lo, hi = float(image.min()), float(image.max())

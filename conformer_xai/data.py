@@ -3,11 +3,10 @@
 * :func:`load_image` reads an image file and applies the model's timm data config (resize,
   centre crop, normalisation) and returns the tensor and the crop the model saw, for plotting.
 * :func:`load_array` reads a raw array fed to the model as it is.
-* :func:`model_in_chans` is the one reader of a model's input channel count.
 
 Also here, from their own modules: :func:`find_images` and the extensions
 (:mod:`conformer_xai.inputs`), :func:`class_names_for` and the class-name readers
-(:mod:`conformer_xai.labels`).
+(:mod:`conformer_xai.labels`), :func:`model_in_chans` (:mod:`conformer_xai.channels`).
 
 Importing this module is cheap: torch and timm load on first use.
 """
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .channels import model_in_chans
 from .errors import Setting, SettingError
 from .inputs import (
     ARRAY_EXTENSIONS,
@@ -143,19 +143,6 @@ def _channel_stats(values: tuple[float, ...], chans: int, name: str) -> tuple[fl
     if chans == 1:
         return (float(sum(values) / len(values)),)
     raise ValueError(f"data config {name} has {len(values)} values for a {chans}-channel model")
-
-
-def model_in_chans(model: Any) -> int | None:
-    """A model's input channels: ``model.in_chans``, else its first ``Conv2d``'s (None if none)."""
-    chans = getattr(model, "in_chans", None)
-    if isinstance(chans, int):
-        return chans
-    import torch.nn as nn
-
-    for module in getattr(model, "modules", lambda: [])():
-        if isinstance(module, nn.Conv2d):
-            return int(module.in_channels)
-    return None
 
 
 def load_array(path: str | os.PathLike, model: Any = None) -> tuple[torch.Tensor, np.ndarray]:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import model_in_chans
+from ..channels import model_in_chans
 from ..errors import Setting, SettingError
 from ..registry import REGISTRY
 from .methods import DEFAULT_METHODS

@@ -90,6 +90,19 @@ def test_the_graph_walk_finds_a_cycle_and_the_weights_modules():
     assert "conformer_xai.models.pretrained" in graph["conformer_xai.models.conformer"]  # lazy
 
 
+def test_no_import_cycle_in_the_package():
+    graph = import_graph()
+    assert "conformer_xai.audio" in graph and "conformer_xai.cli" in graph
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_the_input_readers_share_the_channel_reader_without_importing_each_other():
+    graph = import_graph()
+    assert "conformer_xai.channels" in graph["conformer_xai.audio"]
+    assert "conformer_xai.channels" in graph["conformer_xai.data"]
+    assert "conformer_xai.data" not in graph["conformer_xai.audio"]
+
+
 def test_no_import_cycle_in_the_models_package():
     graph = import_graph()
     models = {k: {v for v in vs if v.startswith("conformer_xai.models")}
