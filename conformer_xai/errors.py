@@ -2,7 +2,7 @@
 
 A message such as "pass new_head=True to start new heads" reads well in Python, but a CLI user
 knows the setting as ``--new-head``. The library raises :class:`SettingError` (a ValueError) or
-:class:`SettingExistsError` (a FileExistsError) with a template whose ``{field}`` s name
+:class:`SettingExistsError` (a FileExistsError), and warns with :class:`SettingWarning`, with a template whose ``{field}`` s name
 :class:`Setting` s (the keyword arguments): ``str(exc)`` spells them the Python way, :meth:`SettingMessage.render` with
 any other spelling (the CLI passes its own). Torch-free.
 """
@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Setting", "SettingError", "SettingExistsError", "SettingMessage", "python_spelling"]
+__all__ = ["Setting", "SettingError", "SettingExistsError", "SettingMessage", "SettingWarning",
+           "python_spelling"]
 
 _NO_VALUE = object()
 
@@ -82,3 +83,11 @@ class SettingExistsError(SettingMessage, FileExistsError):
 
     def __init__(self, template: str, **settings: Setting) -> None:
         FileExistsError.__init__(self, self._init_message(template, settings))
+
+
+class SettingWarning(SettingMessage, UserWarning):
+    """A UserWarning naming settings (``"... guessed; pass {num_heads} if ..."``); warn with an
+    instance (``warnings.warn(SettingWarning(...))``) so that the CLI can render it."""
+
+    def __init__(self, template: str, **settings: Setting) -> None:
+        UserWarning.__init__(self, self._init_message(template, settings))

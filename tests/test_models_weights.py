@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 from timm.models import adapt_input_conv
 
 import conformer_xai
+from conformer_xai.cli.errors import option_spelling
 from conformer_xai.models import weights as W
 
 MICRO = "conformer_micro_patch16"
@@ -428,7 +429,8 @@ def test_offline_with_nothing_cached_gives_one_line(where, server, torch_home, m
     assert "\n" not in message
     assert f"{url_base}/{W.IMAGENET_FILES['conformer_small_patch32']}" in message
     assert str(torch_home / W.IMAGENET_FILES["conformer_small_patch32"]) in message
-    assert "--checkpoint PATH" in message
+    assert "checkpoint=PATH" in message
+    assert "--checkpoint PATH" in info.value.render(option_spelling)  # the CLI's words
     assert ("refused" in message) if where == "closed port" else ("HTTP 404" in message)
     assert not torch_home.exists() or list(torch_home.iterdir()) == []
 
@@ -464,7 +466,8 @@ def test_timm_models_pretrained_offline_and_head_checks(tmp_path, monkeypatch):
     message = str(info.value)
     assert "\n" not in message
     assert "timm's pretrained weights for deit_small_patch16_224 (LocalEntryNotFoundError" in message
-    assert "--checkpoint PATH" in message
+    assert "checkpoint=PATH" in message
+    assert "--checkpoint PATH" in info.value.render(option_spelling)  # the CLI's words
 
 
 def test_list_models_rows():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import re
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -53,10 +52,11 @@ OPTION_NAMES = {"new_head": "--new-head", "num_classes": "--num-classes",
                 "num_heads": "--num-heads", "ema": "--ema", "size_mismatch": "--size-mismatch",
                 "as_image": "--array-as-image", "frames": "--frames", "overwrite": "--force",
                 "force": "--force", "extend": "--extend", "device": "--device",
-                "x": "--input-size"}
+                "x": "--input-size", "input": "--input-size"}
 #: Settings that the CLI says in words rather than as one option.
 OPTION_PHRASES = {("resume", True): "leave out --no-resume",
-                  ("x", None): "the input (--input-size)"}
+                  ("x", None): "the input (--input-size)",
+                  ("input", None): "the input (--input-size)"}
 
 
 def option_spelling(setting: Setting) -> str:
@@ -71,31 +71,12 @@ def option_spelling(setting: Setting) -> str:
     return f"{option} {setting.placeholder}" if setting.placeholder else option
 
 
-#: Messages of the model loader (conformer_xai.models), which still spells settings the Python
-#: way in plain text: their settings in the CLI's words, until it raises SettingError too.
-_LOADER_WORDING = (
-    (r"\bnew_head=True\b", "--new-head"),
-    (r"\bnum_classes=(\d+)", r"--num-classes \1"),
-    (r"\bin_chans=(\d+)", r"--in-chans \1"),
-    (r"\bweights='(\w+)'", r"--weights \1"),
-    (r"\bcheckpoint=PATH\b", "--checkpoint PATH"),
-    (r"\bnum_heads=(?:N\b)?", "--num-heads N"),
-    (r"\bema=True\b", "--ema"),
-    (r"\bsize_mismatch\b", "--size-mismatch"),
-    (r"\bdevice='(\w+)'", r"--device \1"),
-    (r"\binput height and width must be", "the input height and width (--input-size) must be"),
-)
-
-
-def cli_message(exc: BaseException | str) -> str:
-    """The message of a library error in the CLI's words: a :class:`SettingMessage` rendered
-    with :func:`option_spelling`; a model-loader message with its settings as options."""
+def cli_message(exc: BaseException | Warning | str) -> str:
+    """The message of a library error or warning in the CLI's words: a :class:`SettingMessage`
+    rendered with :func:`option_spelling`, anything else as it is."""
     if isinstance(exc, SettingMessage):
         return exc.render(option_spelling)
-    text = str(exc)
-    for pattern, replacement in _LOADER_WORDING:
-        text = re.sub(pattern, replacement, text)
-    return text
+    return str(exc)
 
 
 def failure_lines(failures: Sequence[tuple[str, str]]) -> list[str]:
@@ -134,13 +115,13 @@ def describe(exc: BaseException) -> str:
         text = one_line(str(exc.args[0]))
     elif isinstance(exc, OSError) and exc.strerror:
         text = f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    return cli_message(text) or type(exc).__name__
+    return text or type(exc).__name__
 
 
 def warning_note(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                  file: Any = None, line: str | None = None) -> None:
     """``warnings.showwarning`` for the CLI: a warning is one note line, without its source."""
-    note(cli_message(str(message)))
+    note(cli_message(message))
 
 
 class CliGroup(click.Group):

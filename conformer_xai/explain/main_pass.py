@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..errors import Setting, SettingError
 from ..registry import MethodSpec, key_of
 from .attention_capture import attention_from_qkv, attention_grad, supports_recompute
 from .methods.features import top_channels
@@ -258,10 +259,11 @@ def _rollout(spec: MethodSpec, ctx: Context) -> Maps:
 def _class_activation(spec: MethodSpec, ctx: Context) -> Maps:
     attns = ctx.attentions
     if len({a.shape[-1] for a in attns}) > 1:
-        raise ValueError(f"{spec.name} sums attention over blocks, which needs one token grid "
-                         "for every block; this input's grid changes between blocks "
-                         "(size_mismatch='resize'): use size_mismatch='pad' or an input whose "
-                         "sides are multiples of 32")
+        raise SettingError(f"{spec.name} sums attention over blocks, which needs one token "
+                           "grid for every block; this input's grid changes between blocks "
+                           "({resize}): use {pad} or an input whose sides are multiples of 32",
+                           resize=Setting("size_mismatch", "resize"),
+                           pad=Setting("size_mismatch", "pad"))
     head_weight = ctx.explainer.model.conv_cls_head.weight.detach()
     return {key_of(spec.name, None, spec.branches[0]): spec.compute(
         ctx.plan.recorded[id(ctx.plan.last_cnn)], head_weight, ctx.target, attns,

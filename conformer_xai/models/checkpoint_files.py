@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import Setting
 from .checkpoints import TRAINING_SAFE_GLOBALS, checkpoint_args
 from .errors import WeightsError, one_line
 
@@ -76,8 +77,8 @@ def read_checkpoint(path: str | os.PathLike, ema: bool = False
         if not (isinstance(inner, Mapping)
                 and any(isinstance(v, torch.Tensor) for v in inner.values())):
             found = ", ".join(map(str, list(raw)[:8])) if isinstance(raw, Mapping) else ""
-            raise WeightsError(f"{p} holds no model_ema weights (ema=True); its entries: "
-                               f"{found or type(raw).__name__}")
+            raise WeightsError(f"{p} holds no model_ema weights (" "{ema}" "); its entries: "
+                               f"{found or type(raw).__name__}", ema=Setting("ema", True))
         raw = {"model_ema": inner}
     state_dict = unwrap_state_dict(raw)
     if not state_dict:

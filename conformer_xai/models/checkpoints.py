@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..errors import Setting, SettingWarning
 from .catalog import KNOWN_MODELS
 from .variants import CONFORMER_VARIANTS
 
@@ -40,7 +41,7 @@ _BLOCK_KEY = re.compile(r"^conv_trans_(\d+)\.")
 BASE_CHANNEL = 64
 
 
-class CheckpointWarning(UserWarning):
+class CheckpointWarning(SettingWarning):
     """Something about a checkpoint was guessed or overridden (the CLI prints it as a note)."""
 
 
@@ -149,10 +150,11 @@ def resolve_checkpoint_model(name: str | None, args: Mapping[str, Any] | None,
                          f"dict whose architecture could be read; pass the model name")
     if num_heads is None:
         num_heads = max(1, arch["embed_dim"] // 64)
-        warnings.warn(f"{origin}: num_heads cannot be read from the weights; guessed "
-                      f"{num_heads} (embed_dim {arch['embed_dim']} // 64); pass num_heads= "
-                      f"if the model was trained with another count", CheckpointWarning,
-                      stacklevel=3)
+        warnings.warn(CheckpointWarning(
+            f"{origin}: num_heads cannot be read from the weights; guessed {num_heads} "
+            f"(embed_dim {arch['embed_dim']} // 64); pass " "{num_heads} if the model was "
+            "trained with another count", num_heads=Setting("num_heads", placeholder="N")),
+            stacklevel=3)
     arch = {**arch, "num_heads": int(num_heads)}
     variant = matching_conformer_variant(arch)
     if variant is not None:

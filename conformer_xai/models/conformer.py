@@ -37,6 +37,7 @@ from timm.layers import DropPath
 from timm.models import PretrainedCfg
 from torch import nn
 
+from ..errors import Setting, SettingError
 from .variants import CONFORMER_VARIANTS, FORK_VARIANTS
 
 __all__ = ["Conformer", "BranchLogits", "BranchFeatures", "Attention", "TransformerBlock",
@@ -48,8 +49,9 @@ SIZE_MISMATCH_MODES = ("pad", "resize")
 
 def _check_size_mismatch(mode: object) -> str:
     if mode not in SIZE_MISMATCH_MODES:
-        raise ValueError(f"size_mismatch must be one of {', '.join(map(repr, SIZE_MISMATCH_MODES))}"
-                         f", got {mode!r}")
+        raise SettingError("{size_mismatch}" f" must be one of "
+                           f"{', '.join(map(repr, SIZE_MISMATCH_MODES))}, got {mode!r}",
+                           size_mismatch=Setting("size_mismatch"))
     return mode  # type: ignore[return-value]
 
 
@@ -88,7 +90,8 @@ def _check_and_expand_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
         accepted = "3 (or 1, repeated over 3)" if in_chans == 3 else str(in_chans)
         raise ValueError(f"expected {accepted} input channels, got {x.shape[1]}")
     if x.shape[2] < 32 or x.shape[3] < 32:
-        raise ValueError(f"input height and width must be >= 32, got {tuple(x.shape[2:])}")
+        raise SettingError("{input} height and width must be >= 32, got "
+                           f"{tuple(x.shape[2:])}", input=Setting("input"))
     if x.shape[1] != in_chans:
         x = x.expand(-1, in_chans, -1, -1)
     return x

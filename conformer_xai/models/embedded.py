@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import Setting, SettingError
 from .catalog import EMBEDDED_MODELS
 from .errors import WeightsError, one_line
 
@@ -35,8 +36,8 @@ def read_embedded(name: str, root=None) -> dict[str, torch.Tensor]:
     ``root`` (a directory) replaces the package's ``weights/`` folder; None reads package data.
     """
     if name not in EMBEDDED_MODELS:
-        raise ValueError(f"weights='embedded' exists only for {', '.join(EMBEDDED_MODELS)}; "
-                         f"got {name!r}")
+        raise SettingError("{weights}" f" exists only for {', '.join(EMBEDDED_MODELS)}; "
+                           f"got {name!r}", weights=Setting("weights", "embedded"))
     resource = embedded_resource(name, None if root is None else Path(root))
     if not resource.is_file():
         raise WeightsError(f"the embedded weights of {name} are missing from the installed "

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from ..errors import Setting, SettingMessage, SettingWarning
+
 __all__ = ["WeightsError", "DownloadError", "WeightsWarning", "one_line"]
 
 
-class WeightsError(ValueError):
-    """A checkpoint or download cannot be used (corrupt, wrong architecture, offline, hash)."""
+class WeightsError(SettingMessage, ValueError):
+    """A checkpoint or download cannot be used (corrupt, wrong architecture, offline, hash).
+
+    Built from a plain message or, like :class:`~conformer_xai.errors.SettingError`, from a
+    template naming settings (``WeightsError("... pass {new_head}", new_head=Setting(
+    "new_head", True))``), which the CLI renders with its option names.
+    """
+
+    def __init__(self, template: str, **settings: Setting) -> None:
+        ValueError.__init__(self, self._init_message(template, settings))
 
 
 class DownloadError(WeightsError):
@@ -17,7 +27,7 @@ class DownloadError(WeightsError):
         self.reason = reason or message
 
 
-class WeightsWarning(UserWarning):
+class WeightsWarning(SettingWarning):
     """Weights were loaded with an adaptation the user should know about (e.g. skipped heads)."""
 
 

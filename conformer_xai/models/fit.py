@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from ..errors import Setting
 from .catalog import CONFORMER_MODELS
 from .errors import WeightsError, WeightsWarning, one_line
 from .variants import CONFORMER_VARIANTS
@@ -24,6 +25,8 @@ __all__ = ["model_traits", "infer_checkpoint_config", "plan_heads", "warn_new_he
 
 _CONFORMER_HEADS = ("conv_cls_head", "trans_cls_head")
 _CONFORMER_STEM = "conv1"
+NEW_HEAD = Setting("new_head", True)
+"""The setting that lets heads of another size start new."""
 
 
 def model_traits(name: str) -> tuple[tuple[str, ...], tuple[str, ...], int]:
@@ -113,10 +116,11 @@ def plan_heads(model: nn.Module, name: str, state_dict: Mapping[str, torch.Tenso
             want = getattr(model, "num_classes", None)
             raise WeightsError(
                 f"{origin} has heads for {ck} classes but the model was asked for {want}: pass "
-                f"new_head=True to start new heads, or num_classes={ck}")
+                "{new_head} to start new heads, or {num_classes}", new_head=NEW_HEAD,
+                num_classes=Setting("num_classes", ck))
         raise WeightsError(
             f"{origin} has no head weights for {name} ({', '.join(absent)} missing): pass "
-            f"new_head=True to start new heads")
+            "{new_head} to start new heads", new_head=NEW_HEAD)
     return (head_keys if differ or absent else []), absent
 
 
@@ -175,8 +179,8 @@ def check_head_request(name: str, num_classes: int | None,
     if num_classes is not None and num_classes != pretrained_classes and not new_head:
         raise WeightsError(
             f"the ImageNet weights of {name} have {pretrained_classes} classes but the model was "
-            f"asked for {num_classes}: pass new_head=True to start new heads, "
-            f"or num_classes={pretrained_classes}")
+            f"asked for {num_classes}: pass " "{new_head} to start new heads, or {num_classes}",
+            new_head=NEW_HEAD, num_classes=Setting("num_classes", pretrained_classes))
     return traits
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import Setting
 from .catalog import CONFORMER_MODELS, EMBEDDED_MODELS, unknown_name_message
 from .embedded import embedded_resource
 from .errors import DownloadError, WeightsError, one_line
@@ -143,8 +144,8 @@ def imagenet_checkpoint(name: str) -> Path:
     except DownloadError as e:
         raise WeightsError(
             f"cannot download the ImageNet weights of {name} from {url} ({e.reason}) and none are "
-            f"cached at {path}; put the file there or pass --checkpoint PATH with a local copy"
-        ) from e
+            f"cached at {path}; put the file there or pass " "{checkpoint} with a local copy",
+            checkpoint=Setting("checkpoint", placeholder="PATH")) from e
 
 
 def is_cached(name: str) -> bool:
@@ -216,7 +217,8 @@ def check_hub_reachable(name: str) -> None:
         raise WeightsError(
             f"cannot load timm's pretrained weights for {name}: {host} cannot be reached "
             f"({type(e).__name__}: {one_line(e, 150)}) and they are not cached; pass "
-            f"checkpoint=PATH with a local copy") from e
+            "{checkpoint} with a local copy",
+            checkpoint=Setting("checkpoint", placeholder="PATH")) from e
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
+from ..errors import Setting, SettingError
 from .catalog import (
     CONFORMER_MODELS,
     EMBEDDED_MODELS,
@@ -34,6 +35,7 @@ from .fit import check_head_request, fit_and_load, infer_checkpoint_config
 from .hub import check_hub_reachable, imagenet_checkpoint, is_cached, quiet_hub_logs
 
 __all__ = ["load_model", "convert_state_dict", "SIZE_MISMATCH_MODES"]
+CHECKPOINT = Setting("checkpoint", placeholder="PATH")
 
 
 def convert_state_dict(state_dict: Mapping) -> dict[str, torch.Tensor]:
@@ -102,9 +104,9 @@ def load_model(name: str | None = None, weights: str | None = None,
         WeightsError: The weights cannot be read, downloaded, or do not fit the model.
     """
     if name is None and checkpoint is None:
-        raise ValueError(f"no model name given: pass a name (known: {', '.join(KNOWN_MODELS)}; "
-                         f"any timm model name works too), or checkpoint=PATH (the name is then "
-                         f"read from the checkpoint)")
+        raise SettingError(f"no model name given: pass a name (known: {', '.join(KNOWN_MODELS)}; "
+                           "any timm model name works too), or {checkpoint} (the name is then "
+                           "read from the checkpoint)", checkpoint=CHECKPOINT)
     if name is not None and not isinstance(name, str):
         raise ValueError(f"the model name must be a string, got {type(name).__name__}; known: "
                          f"{', '.join(KNOWN_MODELS)} (any timm model name works too)")
@@ -117,20 +119,25 @@ def load_model(name: str | None = None, weights: str | None = None,
     _check_count("in_chans", in_chans)
     _check_count("num_heads", num_heads)
     if size_mismatch is not None and size_mismatch not in SIZE_MISMATCH_MODES:
-        raise ValueError(f"unknown size_mismatch {size_mismatch!r}; choose one of "
-                         f"{', '.join(map(repr, SIZE_MISMATCH_MODES))}")
+        raise SettingError(f"unknown " "{size_mismatch}" f" {size_mismatch!r}; choose one of "
+                           f"{', '.join(map(repr, SIZE_MISMATCH_MODES))}",
+                           size_mismatch=Setting("size_mismatch"))
     if ema and checkpoint is None:
-        raise ValueError("ema=True reads a checkpoint's model_ema weights: pass checkpoint=PATH")
+        raise SettingError("{ema} reads a checkpoint's model_ema weights: pass {checkpoint}",
+                           ema=Setting("ema", True), checkpoint=CHECKPOINT)
     device = resolve_device(device)
     if weights is not None and weights not in WEIGHT_CHOICES:
-        raise ValueError(f"unknown weights {weights!r}; choose one of "
-                         f"{', '.join(map(repr, WEIGHT_CHOICES))}, or checkpoint=PATH")
+        raise SettingError(f"unknown weights {weights!r}; choose one of "
+                           f"{', '.join(map(repr, WEIGHT_CHOICES))}, or " "{checkpoint}",
+                           checkpoint=CHECKPOINT)
     if weights is None and checkpoint is None:
-        raise ValueError(f"no weights given for {name}: pass weights= one of "
-                         f"{', '.join(map(repr, WEIGHT_CHOICES))}, or checkpoint=PATH")
+        raise SettingError(f"no weights given for {name}: pass " "{weights}" f" (one of "
+                           f"{', '.join(map(repr, WEIGHT_CHOICES))}), or " "{checkpoint}",
+                           weights=Setting("weights", placeholder="NAME"), checkpoint=CHECKPOINT)
     if weights is not None and checkpoint is not None:
-        raise ValueError(f"pass either weights={weights!r} or checkpoint={str(checkpoint)!r}, "
-                         f"not both")
+        raise SettingError("pass either {weights} or {checkpoint}, not both",
+                           weights=Setting("weights", weights),
+                           checkpoint=Setting("checkpoint", str(checkpoint)))
 
     extra = {} if num_heads is None else {"num_heads": int(num_heads)}
     label = name
@@ -139,7 +146,8 @@ def load_model(name: str | None = None, weights: str | None = None,
         source = "random"
     elif weights == "imagenet" and name not in CONFORMER_MODELS:
         if name in EMBEDDED_MODELS:
-            raise ValueError(f"{name} has no ImageNet weights; use weights='embedded'")
+            raise SettingError(f"{name} has no ImageNet weights; use " "{weights}",
+                               weights=Setting("weights", "embedded"))
         model = _timm_pretrained(name, num_classes, in_chans, new_head)
         source = "imagenet"
     else:
@@ -173,7 +181,8 @@ def _set_size_mismatch(model: nn.Module, name: str, size_mismatch: str | None) -
     if size_mismatch is None:
         return
     if not isinstance(model, Conformer):
-        raise ValueError(f"size_mismatch applies to Conformer models only, not {name}")
+        raise SettingError("{size_mismatch}" f" applies to Conformer models only, not {name}",
+                           size_mismatch=Setting("size_mismatch"))
     model.size_mismatch = size_mismatch
 
 
@@ -197,7 +206,8 @@ def _timm_pretrained(name: str, num_classes: int | None, in_chans: int | None,
     except Exception as e:  # timm/huggingface_hub raise many kinds when offline
         raise WeightsError(
             f"cannot load timm's pretrained weights for {name} ({type(e).__name__}: "
-            f"{one_line(e, 200)}); if offline, pass --checkpoint PATH with a local copy") from e
+            f"{one_line(e, 200)}); if offline, pass " "{checkpoint} with a local copy",
+            checkpoint=CHECKPOINT) from e
     if num_classes is not None and num_classes != pretrained_classes:
         skipped = [f"{h}.{p}" for h in heads for p in ("weight", "bias")]
         warnings.warn(f"ImageNet weights of {name}: skipped the head weights "
