@@ -6,8 +6,6 @@ import os
 
 import torch
 
-from .errors import Setting, SettingError
-
 __all__ = ["resolve_device", "resolve_dtype", "DTYPES"]
 
 #: Accepted names of floating-point dtypes (for stored maps and for autocast).
@@ -47,8 +45,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise ValueError(f"unknown device {device!r}; {_ACCEPTED_DEVICES}") from err
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise SettingError(f"device {device!r}: no CUDA GPU is available here; use "
-                               "{cpu}", cpu=Setting("device", "cpu"))
+            raise ValueError(f"device {device!r}: no CUDA GPU is available here; use 'cpu'")
         if dev.index is None:
             dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         if dev.index >= torch.cuda.device_count():
