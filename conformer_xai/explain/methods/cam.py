@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .features import first_component
+
 #: Relative size under which a channel sum is float32 cancellation noise (see :func:`weighted_sum`).
 CANCELLATION_RTOL = 1e-5
 
@@ -73,13 +75,4 @@ def eigencam(activation: torch.Tensor) -> torch.Tensor:
     Gradient-free. The SVD leaves the component's sign arbitrary; it is chosen so that the
     projection correlates positively with the channel-mean activation, then ReLU is applied.
     """
-    b, c, h, w = activation.shape
-    flat = activation.float().reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
-    centred = flat - flat.mean(dim=1, keepdim=True)
-    _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-    proj = (centred @ vh[:, 0, :, None])[..., 0]  # (B, hw)
-    mean_act = flat.mean(dim=2)
-    mean_act = mean_act - mean_act.mean(dim=1, keepdim=True)
-    sign = torch.sign((proj * mean_act).sum(dim=1, keepdim=True))
-    sign = torch.where(sign == 0, torch.ones_like(sign), sign)
-    return (proj * sign).reshape(b, h, w).clamp_min(0).to(activation.dtype)
+    return first_component(activation, sign_by="mean").clamp_min(0)

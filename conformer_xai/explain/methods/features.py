@@ -43,22 +43,23 @@ def reduce_channels(activation: torch.Tensor, reduce: str | int = DEFAULT_REDUCE
     return activation.amax(dim=1)
 
 
-def first_component(activation: torch.Tensor) -> torch.Tensor:
+def first_component(activation: torch.Tensor, sign_by: str = "norm") -> torch.Tensor:
     """Projection of each location's channel vector on the first principal component.
 
     Per image, the (h*w, C) matrix of channel vectors is centred over locations and its first
     right singular vector taken. Its sign is fixed (the SVD leaves it arbitrary): the projection
-    correlates positively with the channel L2-norm map, so that high values mark locations of
-    strong activation. Signed, no ReLU (unlike Eigen-CAM).
+    correlates positively with the channel L2-norm map (``sign_by="norm"``), so that high values
+    mark locations of strong activation, or with the channel-mean map (``sign_by="mean"``,
+    Eigen-CAM's choice). Signed, no ReLU (unlike Eigen-CAM).
     """
     b, c, h, w = activation.shape
     flat = activation.float().reshape(b, c, h * w).transpose(1, 2)  # (B, hw, C)
     centred = flat - flat.mean(dim=1, keepdim=True)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     proj = (centred @ vh[:, 0, :, None])[..., 0]  # (B, hw)
-    norm = flat.norm(dim=2)
-    norm = norm - norm.mean(dim=1, keepdim=True)
-    sign = torch.sign((proj * norm).sum(dim=1, keepdim=True))
+    reference = flat.norm(dim=2) if sign_by == "norm" else flat.mean(dim=2)
+    reference = reference - reference.mean(dim=1, keepdim=True)
+    sign = torch.sign((proj * reference).sum(dim=1, keepdim=True))
     sign = torch.where(sign == 0, torch.ones_like(sign), sign)
     return (proj * sign).reshape(b, h, w).to(activation.dtype)
 
