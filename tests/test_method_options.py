@@ -146,3 +146,74 @@ def test_cli_bad_method_options_exit_2_with_one_line(tmp_path: Path, args, fragm
     one_error_line(run("explain", SCENE, "--model", "conformer_micro_patch16", "--weights",
                        "embedded", "--out", out, *args), 2, *fragments)
     assert not out.exists()
+
+
+def test_explain_dataset_records_method_options_and_resumes_only_with_them(tmp_path: Path):
+    from conformer_xai.batch.store import MapStore
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("scene_000.png", "scene_001.png"):
+        (images / name).write_bytes((SCENE.parent / name).read_bytes())
+    store = tmp_path / "store"
+    common = ("explain-dataset", images, "--out", store, "--model", "conformer_micro_patch16",
+              "--weights", "embedded", "--methods", "smoothgrad", "--num-workers", "0",
+              "--device", "cpu")
+    done = run(*common, "--smoothgrad-samples", "2")
+    assert done.returncode == 0, done.stderr
+    assert MapStore(store).config["method_options"] == {"smoothgrad": {"samples": 2,
+                                                                       "noise": 0.15}}
+    # the same options resume (nothing left to do); other options are other settings
+    assert run(*common, "--smoothgrad-samples", "2").returncode == 0
+    one_error_line(run(*common, "--smoothgrad-samples", "3"), 2, "other settings",
+                   "method_options", "--force")
+    one_error_line(run(*common, "--ig-steps", "3"), 2,
+                   "--ig-steps applies to integrated_gradients")
+
+
+def test_evaluate_passes_method_options_to_the_explainer():
+    from conformer_xai.metrics import evaluate
+
+    kwargs = dict(weights="embedded", n=2, methods=["integrated_gradients"], batch_size=2,
+                  faithfulness="none", randomisation=False, bootstrap=10)
+    few = evaluate("resnet_micro", method_options={"integrated_gradients": {"steps": 2}},
+                   **kwargs)
+    more = evaluate("resnet_micro", method_options={"integrated_gradients": {"steps": 6}},
+                    **kwargs)
+    assert few["meta"]["method_options"] == {"integrated_gradients": {"steps": 2}}
+    energy = [[r["energy_pointing_game"] for r in res["rows"]] for res in (few, more)]
+    assert energy[0] != energy[1]
+    with pytest.raises(ValueError, match="steps' must be an int >= 1"):
+        evaluate("resnet_micro", method_options={"integrated_gradients": {"steps": 0}},
+                 **kwargs)
+
+
+def test_cli_evaluate_method_option_without_its_method_is_a_usage_error():
+    one_error_line(run("evaluate", "--model", "resnet_micro", "--n", "2", "--methods", "gradcam",
+                       "--smoothgrad-samples", "4"), 2,
+                   "--smoothgrad-samples applies to smoothgrad; add it to --methods")
+
+
+def test_a_store_from_before_method_options_resumes_with_the_default_options(tmp_path: Path,
+                                                                               tiny_conformer):
+    import zarr
+    from PIL import Image
+
+    from conformer_xai.batch import run_dataset
+    from conformer_xai.batch.store import ATTR, MapStore
+
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(((torch.rand(64, 64, 3) * 255).byte()).numpy()).save(images / "a.png")
+    store = tmp_path / "store"
+    kwargs = dict(methods=["smoothgrad"], num_workers=0, device="cpu", input_size=64, batch_size=1)
+    run_dataset(images, store, tiny_conformer, **kwargs)
+    group = zarr.open_group(str(store), mode="r+")
+    config = dict(group.attrs[ATTR])
+    assert config.pop("method_options") == {"smoothgrad": {"samples": 50, "noise": 0.15}}
+    group.attrs[ATTR] = config  # as an earlier version wrote it: no method_options
+    assert run_dataset(images, store, tiny_conformer, **kwargs)["already_done"] == 1
+    with pytest.raises(ValueError, match="other settings \\(method_options\\)"):
+        run_dataset(images, store, tiny_conformer,
+                    method_options={"smoothgrad": {"samples": 2}}, **kwargs)
+    assert "method_options" not in MapStore(store).config

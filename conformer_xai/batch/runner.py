@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import Setting, SettingError, SettingExistsError
 from ..files import jsonable
+from ..registry import REGISTRY
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, file_stat, file_state, list_images
 from .lock import StoreLock, deferred_interrupt, lock_path
@@ -92,6 +93,7 @@ def run_dataset(
     world_size: int | None = None,
     rank: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Explain every image under ``input_dir`` and write the maps to the Zarr store ``store``.
 
@@ -152,6 +154,10 @@ def run_dataset(
         world_size, rank: Sharding; None = torchrun's ``WORLD_SIZE`` / ``RANK`` (default 1, 0).
         on_batch: Called as ``on_batch(done, total)`` after each batch is marked done (in the
             writer thread), e.g. to drive a progress bar.
+        method_options: Per-method options, as :meth:`Explainer.explain`'s (e.g.
+            ``{"integrated_gradients": {"steps": 16}}``); the store's attributes record the
+            options every method with options ran with (``method_options``), and a resume
+            needs the same.
 
     Returns:
         A summary: store, shard, images, assigned, already_done, processed (images computed in
@@ -190,7 +196,8 @@ def run_dataset(
             batch_size=batch_size, num_workers=num_workers, methods=methods, blocks=blocks,
             heads=heads, target=target, reduce=reduce, tap=tap, input_size=input_size, crop=crop,
             audio_config=audio_config, dtype=dtype, amp_dtype=amp_dtype, channels_last=channels_last, compile=compile,
-            resume=resume, force=force, extend=extend, on_batch=on_batch)
+            resume=resume, force=force, extend=extend, on_batch=on_batch,
+            method_options=method_options)
     finally:
         if lock is not None:
             lock.release()
@@ -271,7 +278,8 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
     reduce = DEFAULT_REDUCE if opts["reduce"] is None else opts["reduce"]
     explain_kwargs = dict(target=opts["target"], head=opts["heads"], methods=opts["methods"],
                           blocks=opts["blocks"], reduce=reduce, tap=opts["tap"],
-                          autocast_dtype=opts["amp_dtype"], upsample=False)
+                          autocast_dtype=opts["amp_dtype"], upsample=False,
+                          method_options=opts["method_options"])
     explainer = Explainer(model)
     try:
         probe = explainer.explain(_to_device(torch.zeros(1, *input_shape), dev, channels_last),
@@ -295,6 +303,8 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
             else str(amp_dtype).removeprefix("torch."),
             "map_dtype": opts["dtype"], "world_size": world, "rank": rank,
         }
+        if probe.meta.get("method_options"):  # the options the run's methods ran with
+            config["method_options"] = jsonable(probe.meta["method_options"])
         signed = signed_keys(grids)
         if signed:  # stored divided by max |raw|: zero and the sign survive (batch/scaling.py)
             config["signed_maps"] = {"keys": signed, "scale": SIGNED_SCALE, "note": SCALE_NOTE}
@@ -409,6 +419,16 @@ def _refuse_single_store(root: Path) -> None:
                           "torchrun, or choose another store path")
 
 
+
+def _written_before(field: str, config: Mapping[str, Any]) -> Any:
+    """What a store written before ``field`` was recorded holds for it: the methods' default
+    options for ``method_options`` (earlier versions ran every method with its defaults)."""
+    if field != "method_options":
+        return None
+    return {m: {name: opt.default for name, opt in REGISTRY[m].options.items()}
+            for m in config["method_options"]}
+
+
 def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any], resume: bool,
                     force: bool, paths: Sequence[str], mine: np.ndarray,
                     grids: Mapping[str, tuple[int, int]], logit_heads: Sequence[str],
@@ -440,7 +460,8 @@ def _open_or_create(shard: Path, root: Path, world: int, config: dict[str, Any],
             hint = f"it was written by a run over {stored.get('world_size')} ranks"
         raise SettingError(f"{shard}: {hint}, this one has {world}; use the same world size, "
                            "or {force}", force=_FORCE)
-    diff = sorted(k for k in config if k not in _RESUMABLE_FIELDS and stored.get(k) != config[k])
+    diff = sorted(k for k in config if k not in _RESUMABLE_FIELDS
+                  and stored.get(k, _written_before(k, config)) != config[k])
     if diff:
         if force:
             return create()

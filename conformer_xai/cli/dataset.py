@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ._map_options import reduce_option, tap_option
+from ._map_options import given_method_options, method_options, reduce_option, tap_option
 from .checks import (
     check_architecture,
     check_model_name,
@@ -75,6 +75,7 @@ def report_folder(store: Path) -> Path:
               help="Classifier heads of the gradient methods (default: fused, or the only one).")
 @tap_option
 @reduce_option
+@method_options
 @click.option("--input-size", type=InputSize(), default=None,
               help="Model input HxW (default: the model's data config).")
 @click.option("--no-crop", is_flag=True, help="Resize to --input-size without a centre crop.")
@@ -136,6 +137,7 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
         raise CliUsageError(f"input folder not found: {directory}")
     if no_crop and input_size is None:
         raise CliUsageError("--no-crop needs --input-size HxW")
+    method_opts = given_method_options(methods)
     model = model_or_default(model, checkpoint)
     if model is not None:
         check_model_name(model)
@@ -168,7 +170,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
                 tap=tap, reduce=reduce, input_size=input_size, crop=not no_crop,
                 audio_config=audio, device=dev, dtype=dtype,
                 autocast_dtype="bfloat16" if bf16 else None, channels_last=channels_last,
-                resume=not no_resume, force=force, extend=extend)
+                resume=not no_resume, force=force, extend=extend,
+                method_options=method_opts or None)
     summary["weights_source"] = getattr(net, "weights_source", None)
     if report and summary.get("predictions"):  # the store is complete
         from conformer_xai.data import class_names_for

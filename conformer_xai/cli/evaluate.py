@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._map_options import reduce_option, tap_option
+from ._map_options import given_method_options, method_options, reduce_option, tap_option
 from .checks import check_architecture, check_model_name, check_weights, load_model, resolve_device
 from .errors import CliRuntimeError, CliUsageError, api_errors, note, report_errors
 from .options import (
@@ -58,6 +58,7 @@ FAITHFULNESS = ("last", "all", "none")
               help="Images per explanation pass (default: 32; 14 with --audio).")
 @tap_option
 @reduce_option
+@method_options
 @click.option("--headless-head", type=click.Choice(("own", *HEADS)), default="own",
               show_default=True,
               help="Head that scores deletion/insertion of head-less maps (features, attention, "
@@ -100,6 +101,7 @@ def evaluate_command(model: str | None, audio: bool, weights: str | None, checkp
     if not audio and model == DEFAULT_AUDIO_MODEL:
         raise CliUsageError(f"{model} is a spectrogram model of the sound scenes: add --audio")
     n = n if n is not None else (70 if audio else 200)
+    method_opts = given_method_options(methods)
     batch_size = batch_size if batch_size is not None else (14 if audio else 32)
     check_model_name(model)
     check_weights(model, weights, checkpoint)
@@ -143,6 +145,8 @@ def evaluate_command(model: str | None, audio: bool, weights: str | None, checkp
         options["blocks"] = list(blocks)
     if heads:
         options["heads"] = list(heads)
+    if method_opts:
+        options["method_options"] = method_opts
     table = format_audio_table if audio else format_table
     with api_errors(debug, runtime=(WeightsError,)):
         if audio:

@@ -7,7 +7,7 @@ generator load when :func:`evaluate` runs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .scoring import (
@@ -57,6 +57,7 @@ def evaluate(
     headless_head: str = "own",
     cascade_n: int | None = 16,
     bootstrap: int = 1000,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score the explainer's maps on ``n`` generated scenes whose object and part masks are known.
 
@@ -106,6 +107,9 @@ def evaluate(
             and insertion.
         cascade_n: Scenes of the cascading randomisation (None or 0: no cascade).
         bootstrap: Bootstrap resamples of the 95 % intervals.
+        method_options: Per-method options of the explainer (e.g.
+            ``{"integrated_gradients": {"steps": 16}}``, :meth:`Explainer.explain`), recorded in
+            ``meta["method_options"]``.
 
     Returns:
         ``{"rows": [...], "cascade": {...} or None, "meta": {...}}``, JSON-serialisable. Each row
@@ -144,6 +148,8 @@ def evaluate(
     random_model = randomised_copy(model, seed=seed) if randomisation else None
     explain_kwargs: dict[str, Any] = {"methods": methods, "blocks": blocks, "tap": tap,
                                       "reduce": DEFAULT_REDUCE if reduce is None else reduce}
+    if method_options:
+        explain_kwargs["method_options"] = method_options
     book = ScoreBook()
     noise = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
@@ -206,6 +212,7 @@ def evaluate(
         "ci95": f"percentile bootstrap of the mean over images, {bootstrap} resamples",
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 1),
+        "method_options": dict(method_options or {}),
     }
     return {"rows": rows, "cascade": cascade, "meta": meta}
 

@@ -12,7 +12,7 @@ Only the standard library loads at import time.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .evaluate import ROW_FIELDS, _cell, render_table
@@ -46,6 +46,7 @@ def evaluate_audio(
     randomisation: bool = True,
     bootstrap: int = 1000,
     progress: bool = False,
+    method_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Score the explainer's maps on ``n`` generated sound scenes with known time-frequency masks.
 
@@ -85,6 +86,9 @@ def evaluate_audio(
         randomisation: Compute the randomisation similarity.
         bootstrap: Bootstrap resamples of the 95 % intervals.
         progress: Show a progress bar on stderr.
+        method_options: Per-method options of the explainer (e.g.
+            ``{"integrated_gradients": {"steps": 16}}``, :meth:`Explainer.explain`), recorded in
+            ``meta["method_options"]``.
 
     Returns:
         ``{"rows": [...], "meta": {...}}``, JSON-serialisable; each row has the fields of
@@ -122,6 +126,8 @@ def evaluate_audio(
     random_model = randomised_copy(model, seed=seed) if randomisation else None
 
     explain_kwargs: dict[str, Any] = {"methods": methods, "blocks": blocks}
+    if method_options:
+        explain_kwargs["method_options"] = method_options
     book = ScoreBook()
     noise = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
@@ -189,6 +195,7 @@ def evaluate_audio(
         "ci95": f"percentile bootstrap of the mean over clips, {bootstrap} resamples",
         "device": str(device),
         "seconds": round(time.perf_counter() - started, 1),
+        "method_options": dict(method_options or {}),
     }
     return {"rows": rows, "meta": meta}
 
