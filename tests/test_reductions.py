@@ -27,15 +27,18 @@ def test_cli_and_library_agree_on_the_reductions_and_the_default():
     assert CLI_DEFAULT == DEFAULT_REDUCE and set(CLI_REDUCTIONS) == set(REDUCTIONS)
 
 
-def test_reductions_against_numpy():
-    act = torch.randn(2, 7, 5, 6, generator=torch.Generator().manual_seed(0))
+@pytest.mark.parametrize("shape", [(2, 7, 5, 6), (2, 40, 3, 4)], ids=["tall", "wide"])
+def test_reductions_against_numpy(shape):
+    # tall: more locations than channels (the C x C Gram matrix), wide: fewer (hw x hw)
+    act = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+    channels = shape[1]
     a = act.numpy().astype(np.float64)
     np.testing.assert_allclose(reduce_channels(act, "abs_mean"), np.abs(a).mean(1), rtol=1e-5)
     np.testing.assert_allclose(reduce_channels(act, "l2"), np.sqrt((a ** 2).sum(1)), rtol=1e-5)
     np.testing.assert_allclose(reduce_channels(act, "mean"), a.mean(1), rtol=1e-5, atol=1e-6)
     pca = reduce_channels(act, "pca").numpy()
     for i in range(2):
-        x = a[i].reshape(7, -1).T  # (hw, C)
+        x = a[i].reshape(channels, -1).T  # (hw, C)
         centred = x - x.mean(0)
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         proj = centred @ vt[0]
@@ -46,7 +49,7 @@ def test_reductions_against_numpy():
     # rule (positive correlation with the L2 map, which is unchanged by the flip)
     flipped = reduce_channels(-act, "pca").numpy()
     for i in range(2):
-        norm = np.linalg.norm(a[i].reshape(7, -1), axis=0)
+        norm = np.linalg.norm(a[i].reshape(channels, -1), axis=0)
         assert ((norm - norm.mean()) * flipped[i].ravel()).sum() > 0
 
 
