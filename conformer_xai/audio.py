@@ -385,10 +385,10 @@ def load_audio(path: str | os.PathLike, model: Any = None, config: dict | str | 
             f"input {MIN_WIDTH} wide); set " "{frames} to pad it",
             frames=Setting("frames", placeholder="N"))
     elif frames > MAX_FRAMES:
-        raise ValueError(
+        raise SettingError(
             f"{path}: the clip is {seconds:.1f} s long ({frames} frames), over the limit of "
             f"{MAX_FRAMES} frames ({_frames_seconds(MAX_FRAMES, cfg):.1f} s); cut it, or set "
-            f"frames (--frames) to crop it")
+            "{frames} to crop it", frames=Setting("frames", placeholder="N"))
     image = fold(spec, cfg["freq_ratio"])
     chans = (model_in_chans(model) if model is not None else None) or 1
     x = image[None, None].expand(1, chans, -1, -1).contiguous()

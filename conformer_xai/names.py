@@ -8,17 +8,19 @@ these names from here; method names and labels come from the method registry
 
 from __future__ import annotations
 
-from .registry import LRP_COMPOSITES, REGISTRY
+from .registry import BRANCHES, LRP_COMPOSITES, REGISTRY
 
 __all__ = ["HEADS", "BRANCHES", "FAMILIES", "CONFORMER_MODELS", "EMBEDDED_MODELS",
-           "EMBEDDED_IMAGE_MODELS", "DEFAULT_AUDIO_MODEL", "OUR_MODELS", "WEIGHTS", "METHODS",
+           "EMBEDDED_IMAGE_MODELS", "DEFAULT_AUDIO_MODEL", "OUR_MODELS", "FAITHFULNESS", "WEIGHTS",
+           "METHODS",
            "DEFAULT_METHODS", "METHOD_LABELS", "TAPS", "REDUCTIONS", "DEFAULT_REDUCE",
            "LRP_COMPOSITES"]
 
 #: Classifier heads of a Conformer (ResNet and ViT models have one of them).
 HEADS = ("fused", "cnn", "transformer")
-BRANCHES = ("cnn", "transformer")
 FAMILIES = ("conformer", "resnet", "vit")
+#: Which maps ``evaluate`` gives the (expensive) deletion and insertion curves.
+FAITHFULNESS = ("last", "all", "none")
 
 #: The published Conformer sizes (ImageNet-1k weights).
 CONFORMER_MODELS = ("conformer_tiny_patch16", "conformer_small_patch16", "conformer_small_patch32",

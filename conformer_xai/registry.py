@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any
 
 __all__ = ["Option", "MethodSpec", "REGISTRY", "KINDS", "READS", "SIDE_KEYS", "LRP_COMPOSITES",
+           "methods_of_kinds", "is_side_key", "BRANCHES",
            "spec_of", "key_of", "parse_key", "head_for", "check_options"]
 
 #: How the engine computes a kind of method, and the uniform signature of its function:
@@ -40,7 +41,8 @@ KINDS = ("activation", "cam", "attention-row", "attention-chain", "class-activat
 READS = ("activations", "gradients", "attention", "attention_gradients", "head_weights", "input")
 #: Rules of ``lrp`` / ``attnlrp`` on conv layers, in zennit's terms.
 LRP_COMPOSITES = ("epsilon", "epsilon_gamma_box")
-_BRANCHES = ("cnn", "transformer")
+#: The two branches of a Conformer (a ResNet has the first, a ViT the second).
+BRANCHES = ("cnn", "transformer")
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class MethodSpec:
     per_block: bool = True
     per_head: bool = False
     reads: tuple[str, ...] = ("activations",)
-    branches: tuple[str, ...] = _BRANCHES
+    branches: tuple[str, ...] = BRANCHES
     families: tuple[str, ...] = ()
     tap: str = "feature"
     reduction: str = ""
@@ -251,6 +253,20 @@ REGISTRY: Mapping[str, MethodSpec] = MappingProxyType(_SPECS)
 #: Key prefixes of the side maps (``attention_heads``, ``feature_channels``) -> their method.
 SIDE_KEYS: Mapping[str, MethodSpec] = MappingProxyType(
     {s.side_key: s for s in REGISTRY.values() if s.side_key})
+
+
+def is_side_key(key: str) -> bool:
+    """Whether ``key`` is a side map's (several maps per tap, kept only in ``raw``)."""
+    return key.split("/", 1)[0] in SIDE_KEYS
+
+
+def methods_of_kinds(*kinds: str) -> tuple[str, ...]:
+    """The methods of the given kinds (:data:`KINDS`), kind by kind in the order given, each
+    kind in registry order."""
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown kind {sorted(unknown)[0]!r}; accepted: {', '.join(KINDS)}")
+    return tuple(m for kind in kinds for m, s in REGISTRY.items() if s.kind == kind)
 
 
 def spec_of(method: str) -> MethodSpec | None:

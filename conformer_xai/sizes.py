@@ -17,11 +17,12 @@ def parse_hw(text: str) -> tuple[int, int]:
     (224, 288)
 
     Raises:
-        ValueError: ``text`` is not of the form ``HxW`` or ``N`` with non-negative integers.
+        ValueError: ``text`` is not of the form ``HxW`` or ``N`` (digits; whether a side may be 0
+            or how large it may be is the caller's bound to check).
     """
     match = _SIZE.fullmatch(str(text))
     if not match:
-        raise ValueError(f"{text!r} is not a size; write HxW with positive integers, e.g. "
+        raise ValueError(f"{text!r} is not a size; write HxW with whole numbers, e.g. "
                          "224x224")
     height = int(match.group(1))
     return height, int(match.group(2) or height)

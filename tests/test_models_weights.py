@@ -481,3 +481,19 @@ def test_list_models_rows():
     assert rows["deit_small_patch16_224"].top1_paper == 79.8
     assert rows["resnet_micro"].sources[0] == "embedded"
     assert rows["deit_micro_patch16"].family == "vit"
+
+
+def test_download_of_a_server_that_never_answers_times_out(tmp_path):
+    # a listening socket that accepts connections and never sends a byte
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/weights-0123abcd.pth"
+    before = socket.getdefaulttimeout()
+    try:
+        with pytest.raises(W.DownloadError, match="cannot download .*timed out"):
+            W.download_checkpoint(url, "0123abcd", tmp_path, timeout=0.5)
+    finally:
+        silent.close()
+    assert socket.getdefaulttimeout() == before  # the process's default is restored
+    assert list(tmp_path.iterdir()) == []

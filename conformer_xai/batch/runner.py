@@ -18,6 +18,7 @@ from torch import nn
 
 from ..errors import SettingError
 from ..files import jsonable
+from ..registry import is_side_key
 from .accel import prepare_model, resolve_device, resolve_dtype
 from .images import ImageFiles, list_images
 from .lock import StoreLock, deferred_interrupt, lock_path
@@ -287,7 +288,7 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
         blocks = explainer._resolve_blocks(opts["blocks"], probe.meta["methods"])
         amp_dtype = opts["amp_dtype"]
         grids = {key: tuple(int(s) for s in r.shape[-2:]) for key, r in probe.raw.items()
-                 if not key.startswith(("attention_heads/", "feature_channels/"))}
+                 if not is_side_key(key)}
         config = {
             "model_name": probe.model_name, "weights_sha256": fingerprint,
             "num_classes": int(next(iter(probe.logits.values())).shape[-1]),
@@ -391,7 +392,6 @@ def _run_locked(input_dir: Path, root: Path, shard: Path, paths: list[str], mode
     return summary, ms
 
 
-# ---------------------------------------------------------------------- store management
 # ---------------------------------------------------------------------- batches
 def _to_device(x: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = x.to(device, non_blocking=True)

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from ..names import FAITHFULNESS
 from ._map_options import given_method_options, method_options, reduce_option, tap_option
 from .checks import check_architecture, check_model_name, check_weights, load_model, resolve_device
 from .errors import CliRuntimeError, CliUsageError, api_errors, note, report_errors
@@ -25,8 +26,6 @@ from .options import (
     model_options,
 )
 from .output import check_overwrite, echo_json
-
-FAITHFULNESS = ("last", "all", "none")
 
 
 @click.command("evaluate")

@@ -142,11 +142,14 @@ class BatchRun:
     def write(self, job: ImageJob, exp: Any) -> bool:
         """Write the figure, the arrays (when asked) and the JSON summary of one image."""
         from conformer_xai.plot import explanation_figure, spectrogram_figure
+        from conformer_xai.plot.figures import figure_cam_method
 
         try:
             t = time.perf_counter()
             job.figure.parent.mkdir(parents=True, exist_ok=True)
-            spectro = exp.meta["input_kind"] in SPECTRO_KINDS and exp.blocks("gradcam", "cnn")
+            cam = figure_cam_method(exp)
+            spectro = exp.meta["input_kind"] in SPECTRO_KINDS and bool(cam and exp.blocks(cam,
+                                                                                         "cnn"))
             draw = spectrogram_figure if spectro else explanation_figure
             draw(exp).savefig(job.figure, format=self.fmt, dpi=150 if not spectro else 110)
             job.timings["figure_s"] = time.perf_counter() - t
@@ -199,10 +202,10 @@ def _same_shape_groups(loaded: list[tuple[ImageJob, Any, Any]]
 def relevance_summary(exp: Any) -> dict[str, Any]:
     """The JSON fields of the LRP variants (one image): conservation, branch shares, flows."""
     out: dict[str, Any] = {}
-    for variant in ("lrp", "attnlrp"):
-        cons = exp.meta.get(f"{variant}_conservation")
-        if cons:
-            out[variant] = {h: {k: v[0] for k, v in c.items()} for h, c in cons.items()}
+    for key, cons in exp.meta.items():  # <variant>_conservation of each LRP variant run
+        if key.endswith("_conservation") and cons:
+            out[key.removesuffix("_conservation")] = {h: {k: v[0] for k, v in c.items()}
+                                                      for h, c in cons.items()}
     if exp.flows:
         out["branch_share"] = {h: v[0] for h, v in exp.meta.get("branch_share", {}).items()}
         out["flows"] = {h: [{k: v if k == "block" else v[0] for k, v in row.items()}

@@ -1,6 +1,6 @@
 """Input-level baselines through captum: Integrated Gradients and SmoothGrad, per head.
 
-Both run many forward and backward passes (:data:`STEPS` each by default; the ``steps`` and
+Both run many forward and backward passes (:data:`STEPS` and :data:`SAMPLES` by default; the ``steps`` and
 ``samples`` options of their specs), so they are opt-in. Integrated
 Gradients integrates from a baseline that means "nothing" for the input: a blurred copy of the
 image for photos (3 channels), and for single-channel inputs (log-mel spectrograms) the floor
@@ -16,11 +16,13 @@ import torch.nn.functional as F
 
 from ..registry import REGISTRY
 
-__all__ = ["input_attributions", "nothing_baseline", "STEPS", "BLUR_SIGMA_FRACTION",
+__all__ = ["input_attributions", "nothing_baseline", "STEPS", "SAMPLES", "BLUR_SIGMA_FRACTION",
            "NOISE_FRACTION"]
 
-#: Default integration steps of Integrated Gradients and noisy samples of SmoothGrad.
+#: Default integration steps of Integrated Gradients.
 STEPS = REGISTRY["integrated_gradients"].options["steps"].default
+#: Default noisy samples of SmoothGrad.
+SAMPLES = REGISTRY["smoothgrad"].options["samples"].default
 #: Gaussian blur of the photo baseline: sigma as a fraction of the shorter image side.
 BLUR_SIGMA_FRACTION = 0.1
 #: Default SmoothGrad noise: standard deviation as a fraction of the images' value range.
@@ -50,7 +52,7 @@ def nothing_baseline(x: torch.Tensor) -> torch.Tensor:
 
 def input_attributions(head_fn: Callable[[str], Callable[[torch.Tensor], torch.Tensor]],
                        x: torch.Tensor, target: torch.Tensor, heads: Sequence[str],
-                       methods: Sequence[str], steps: int = STEPS, samples: int = STEPS,
+                       methods: Sequence[str], steps: int = STEPS, samples: int = SAMPLES,
                        noise: float = NOISE_FRACTION) -> dict[str, torch.Tensor]:
     """``<method>/<head>`` (B, H, W) maps summed over channels.
 

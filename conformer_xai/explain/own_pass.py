@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..registry import LRP_COMPOSITES, MethodSpec
-from .input_attribution import NOISE_FRACTION, STEPS, input_attributions
+from .input_attribution import NOISE_FRACTION, SAMPLES, STEPS, input_attributions
 from .lrp import LRPResult, branch_share, run_lrp
 from .result import normalise_per_image
 
@@ -123,7 +123,7 @@ def integrated_gradients(run: OwnPassRun, steps: int = STEPS) -> OwnPassOutput:
         ["integrated_gradients"], steps=steps))
 
 
-def smoothgrad(run: OwnPassRun, samples: int = STEPS,
+def smoothgrad(run: OwnPassRun, samples: int = SAMPLES,
                noise: float = NOISE_FRACTION) -> OwnPassOutput:
     """SmoothGrad per head: ``samples`` noisy copies, noise ``noise`` x the value range."""
     return OwnPassOutput(pixel=input_attributions(

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import Setting, SettingExistsError
-from ..files import jsonable
+from ..files import atomic_write, atomic_write_text, jsonable
 from ..registry import REGISTRY, SIDE_KEYS, head_for, parse_key
 
 __all__ = ["Explanation", "parse_key", "normalise_per_image", "is_constant",
@@ -286,8 +286,14 @@ class Explanation:
         if not overwrite and existing:
             raise SettingExistsError(f"{existing[0]} exists; pass " "{overwrite} to replace it",
                                      overwrite=Setting("overwrite", True))
-        np.savez_compressed(path, **self.to_numpy())
-        sidecar.write_text(json.dumps({
+        arrays = self.to_numpy()
+
+        def write_arrays(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: numpy adds no second suffix
+                np.savez_compressed(f, **arrays)
+
+        atomic_write(path, write_arrays)
+        atomic_write_text(sidecar, json.dumps({
             "format": SAVE_FORMAT,
             "heads": list(self.heads), "input_size": list(self.input_size),
             "model_name": self.model_name, "class_names": self.class_names,

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..names import TAPS
+from ..names import HEADS, TAPS
 
 __all__ = ["Tap", "ModelAdapter", "adapter_for", "SUPPORTED_FAMILIES", "TAP_KINDS"]
 
@@ -243,7 +243,7 @@ def _conformer_adapter(model) -> ModelAdapter:
 
     return ModelAdapter(
         family="conformer", model=model, taps={"cnn": cnn, "transformer": trans},
-        heads=("fused", "cnn", "transformer"), forward_heads=forward_heads,
+        heads=HEADS, forward_heads=forward_heads,
         num_prefix_tokens=1, token_grid=model.token_grid,
         uncovered_nan=lambda: model.size_mismatch == "resize")
 

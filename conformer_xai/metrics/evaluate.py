@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..names import FAITHFULNESS
 from .scoring import (
     SCORES,
     ScoreBook,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 #: Which maps get the (expensive) deletion and insertion curves.
-FAITHFULNESS_CHOICES = ("last", "all", "none")
+FAITHFULNESS_CHOICES = FAITHFULNESS
 
 #: Row fields, in table order.
 ROW_FIELDS = (

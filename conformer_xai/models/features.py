@@ -18,13 +18,15 @@ import torch
 from timm.models import FeatureInfo
 from torch import nn
 
+from ..names import BRANCHES
+
 if TYPE_CHECKING:  # the model file imports this one when it builds a backbone
     from .conformer import Conformer
 
 __all__ = ["ConformerFeatures", "FEATURE_BRANCHES"]
 
 #: Branches ``features_only`` can return: the CNN's maps, or the transformer's tokens as maps.
-FEATURE_BRANCHES = ("cnn", "transformer")
+FEATURE_BRANCHES = BRANCHES
 
 
 class ConformerFeatures(nn.Module):

@@ -16,6 +16,7 @@ import inspect
 import logging
 import os
 import re
+import socket
 import sys
 import urllib.error
 import urllib.parse
@@ -79,13 +80,14 @@ def _hash_prefix(filename: str) -> str:
 
 
 def download_checkpoint(url: str, expected_sha256_prefix: str,
-                        dest_dir: str | os.PathLike) -> Path:
+                        dest_dir: str | os.PathLike, timeout: float = 60.0) -> Path:
     """Download ``url`` into ``dest_dir`` atomically, verifying its sha256.
 
     :func:`torch.hub.download_url_to_file` streams the file to a temporary file in ``dest_dir``
     while hashing it, and moves it to its final name (the URL's last component) only when its
     sha256 starts with ``expected_sha256_prefix``; on any failure the temporary file is removed.
-    The progress bar shows when stderr is a terminal.
+    The progress bar shows when stderr is a terminal. ``timeout`` (seconds) bounds every
+    connect and read (torch's function sets none, so a server that stops answering would hang).
 
     Raises:
         DownloadError: The request failed (offline, refused, HTTP error, broken off).
@@ -98,6 +100,8 @@ def download_checkpoint(url: str, expected_sha256_prefix: str,
     dest_dir = Path(dest_dir)
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / filename
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout)
     try:
         torch.hub.download_url_to_file(url, str(dest), hash_prefix=expected,
                                        progress=sys.stderr.isatty())
@@ -108,13 +112,15 @@ def download_checkpoint(url: str, expected_sha256_prefix: str,
                                 f"broke off: {one_line(e)}") from e
         raise WeightsError(
             f"sha256 of {url} is {found.group(1)[:16]}..., but its name promises {expected}...: "
-            f"the download is corrupt or not the published file; nothing was written to "
-            f"{dest_dir}") from e
+            f"the download is incomplete, corrupt or not the published file; nothing was "
+            f"written to {dest_dir}") from e
     except (urllib.error.URLError, OSError, ValueError) as e:
         raise DownloadError(f"cannot download {url}: {_reason(e)}", _reason(e)) from e
     except Exception as e:  # http.client.IncompleteRead and friends
         raise DownloadError(f"download of {url} broke off: {one_line(e)}",
                             f"broke off: {one_line(e)}") from e
+    finally:
+        socket.setdefaulttimeout(previous)
     return dest
 
 

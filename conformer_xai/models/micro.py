@@ -19,11 +19,12 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import Bottleneck, ResNet
 from timm.models.vision_transformer import VisionTransformer
 
+from ..names import EMBEDDED_IMAGE_MODELS
 from ..synthetic.scenes import MEAN, NUM_CLASSES, STD
 from .conformer import Conformer, conformer_feature_cfg
 
 #: The small models, whose trained weights ship inside the package.
-MICRO_MODELS: tuple[str, ...] = ("resnet_micro", "deit_micro_patch16", "conformer_micro_patch16")
+MICRO_MODELS: tuple[str, ...] = EMBEDDED_IMAGE_MODELS
 
 #: Constructor arguments of each small model.
 MICRO_ARGS: dict[str, dict] = {

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..files import atomic_write
+
 CALL_CLASSES = ("chirp", "harmonic_stack", "clicks")
 
 
@@ -92,7 +94,18 @@ def write_call_split(folder: str | os.PathLike, n: int, seed: int, n_mels: int =
         label = i % len(CALL_CLASSES)
         spec, mask = call_spectrogram(rng, label, n_mels, n_frames)
         path = folder / f"{i:04d}_{CALL_CLASSES[label]}.npy"
-        np.save(path, spec)
+        _save_npy(path, spec)
         files.append((path, label))
         masks.append(torch.from_numpy(mask))
     return files, torch.stack(masks)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` atomically (through a file object: numpy adds no ``.npy`` to the temporary
+    name)."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+    atomic_write(path, write)

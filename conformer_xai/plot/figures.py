@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure, SubFigure
 
 from ..names import BRANCHES
-from ..registry import REGISTRY
+from ..registry import REGISTRY, methods_of_kinds
 from .panels import (
     DEFAULT_ALPHA,
     DEFAULT_CMAP,
@@ -38,6 +38,16 @@ def method_label(method: str) -> str:
 
 
 #: Figure wording of the transformer gradient taps (``Explanation.meta["tap"]``).
+#: The gradient CAM methods, in registry order.
+CAMS = methods_of_kinds("cam")
+
+
+def figure_cam_method(exp: Explanation) -> str | None:
+    """The gradient CAM method a figure draws: ``gradcam`` when explained, else the first CAM
+    method the explanation holds (None: none)."""
+    return next((m for m in CAMS if m in exp.methods), None)
+
+
 TAP_LABELS = {"residual": "residual-stream tap", "attention_input": "norm1 (attention-input) tap"}
 GRADIENT_METHODS = tuple(m for m, s in REGISTRY.items() if s.tap == "gradient")
 

@@ -18,8 +18,10 @@ from matplotlib.figure import Figure
 
 from .figures import (
     BRANCHES,
+    CAMS,
     check_index,
     class_label,
+    figure_cam_method,
     is_all_zero,
     method_label,
     num_blocks,
@@ -129,7 +131,8 @@ def _head_for(exp: Explanation, branch: str) -> str | None:
 
 def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
                        shallow: int | None = None, deep: int | None = None,
-                       cmap: str = DEFAULT_CMAP, alpha: float = DEFAULT_ALPHA) -> Figure:
+                       cmap: str = DEFAULT_CMAP, alpha: float = DEFAULT_ALPHA,
+                       method: str | None = None) -> Figure:
     """The time-frequency figure of one spectrogram's explanation.
 
     Panels: the input spectrogram (perceptual colour map); per branch, Grad-CAM of the branch's
@@ -148,15 +151,19 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
         shallow, deep: Blocks of the Grad-CAM rows (default: a third of the depth and the last,
             or the explained blocks closest to them).
         cmap, alpha: Colour map of the maps and its opacity over the spectrogram.
+        method: The gradient CAM method drawn where the description says Grad-CAM (default:
+            the first of :func:`figure_cam_method`'s choice: ``gradcam`` when explained).
 
     Raises:
-        ValueError: No Grad-CAM maps, or blocks that the explanation does not hold.
+        ValueError: No gradient CAM maps, or blocks that the explanation does not hold.
     """
     check_index(exp, index)
-    branches = [b for b in BRANCHES if exp.blocks("gradcam", b)]
+    method = method or figure_cam_method(exp)
+    branches = [b for b in BRANCHES if method and exp.blocks(method, b)]
     if not branches:
-        raise ValueError(f"spectrogram_figure needs Grad-CAM maps; the explanation has methods "
-                         f"{exp.methods}")
+        raise ValueError(f"spectrogram_figure needs gradient CAM maps ({', '.join(CAMS)}); the "
+                         f"explanation has methods {exp.methods}")
+    label = method_label(method)
     if image is None:
         if exp.image is None:
             raise ValueError("no display image: pass image= or explain with image=")
@@ -165,7 +172,7 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
     spec = tf_map(exp, spec if spec.ndim == 2 else spec[..., 0])
     blocks: dict[str, tuple[int, int]] = {}
     for b in branches:
-        available = exp.blocks("gradcam", b)
+        available = exp.blocks(method, b)
         lo, hi = default_blocks(num_blocks(exp, b), b)
         nearest = [min(available, key=lambda k, want=want: (abs(k - want), k))
                    for want in (lo, hi)]  # the blocks explained closest to the defaults
@@ -173,7 +180,7 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
                 deep if deep is not None else nearest[1]]
         for k in pick:
             if k not in available:
-                raise ValueError(f"block {k} has no Grad-CAM map on the {b} branch; available: "
+                raise ValueError(f"block {k} has no {label} map on the {b} branch; available: "
                                  f"{available}")
         blocks[b] = (pick[0], pick[1])
 
@@ -190,16 +197,16 @@ def spectrogram_figure(exp: Explanation, image: Any = None, index: int = 0,
         head = _head_for(exp, b)
         for c, k in enumerate(blocks[b]):
             shown.setdefault(b, {})[k] = _draw_tf_map(
-                grid[r, c], exp, "gradcam", b, k, head, index, spec,
-                f"Grad-CAM · {b} branch · block {k}\n{head} head", cmap, alpha, ylabel=c == 0)
-    left.suptitle("per-branch Grad-CAM: shallow and deep block", fontsize=9)
-    _draw_matrix(right, exp, branches, {b: blocks[b][1] for b in branches}, index, spec, cmap,
-                 alpha)
+                grid[r, c], exp, method, b, k, head, index, spec,
+                f"{label} · {b} branch · block {k}\n{head} head", cmap, alpha, ylabel=c == 0)
+    left.suptitle(f"per-branch {label}: shallow and deep block", fontsize=9)
+    _draw_matrix(right, exp, method, branches, {b: blocks[b][1] for b in branches}, index, spec,
+                 cmap, alpha)
 
     rollout_cells, profiles = bottom.subfigures(1, 2, width_ratios=[1.0, 1.0])
     axes = rollout_cells.subplots(1, 2)
     _draw_rollouts(axes, exp, index, spec, cmap, alpha)
-    _draw_profiles(profiles, exp, shown, spec.shape)
+    _draw_profiles(profiles, exp, method, shown, spec.shape)
     fig.suptitle(f"{exp.model_name or 'model'} · target: {class_label(exp, index)}",
                  fontsize=11, weight="bold")
     return fig
@@ -224,16 +231,16 @@ def _draw_header(sub, exp: Explanation, index: int) -> None:
     sub.text(0.02, 0.78, "\n".join(lines), fontsize=8, va="top", family="monospace")
 
 
-def _draw_matrix(sub, exp: Explanation, branches: list[str], deep: dict[str, int], index: int,
-                 spec: np.ndarray, cmap: str, alpha: float) -> None:
+def _draw_matrix(sub, exp: Explanation, method: str, branches: list[str], deep: dict[str, int],
+                 index: int, spec: np.ndarray, cmap: str, alpha: float) -> None:
     heads = [h for h in ("cnn", "transformer") if h in exp.heads] or list(exp.heads[:1])
     axes = sub.subplots(len(heads), len(branches), squeeze=False)
     for r, head in enumerate(heads):
         for c, b in enumerate(branches):
-            _draw_tf_map(axes[r, c], exp, "gradcam", b, deep[b], head, index, spec,
+            _draw_tf_map(axes[r, c], exp, method, b, deep[b], head, index, spec,
                          f"{head} head · {b} branch · block {deep[b]}", cmap, alpha,
                          ylabel=c == 0)
-    sub.suptitle("Grad-CAM: head × branch (deep block)", fontsize=9)
+    sub.suptitle(f"{method_label(method)}: head × branch (deep block)", fontsize=9)
 
 
 def _draw_rollouts(axes, exp: Explanation, index: int, spec: np.ndarray, cmap: str,
@@ -250,8 +257,8 @@ def _draw_rollouts(axes, exp: Explanation, index: int, spec: np.ndarray, cmap: s
         ax.text(0.5, 0.5, "not computed", ha="center", va="center", transform=ax.transAxes)
 
 
-def _draw_profiles(sub, exp: Explanation, maps: dict[str, dict[int, np.ndarray | None]],
-                   shape: tuple[int, int]) -> None:
+def _draw_profiles(sub, exp: Explanation, method: str,
+                   maps: dict[str, dict[int, np.ndarray | None]], shape: tuple[int, int]) -> None:
     """Importance over time (mean over frequency) and over frequency (mean over time)."""
     ax_t, ax_f = sub.subplots(1, 2)
     axes = tf_axes(exp, shape)
@@ -268,7 +275,7 @@ def _draw_profiles(sub, exp: Explanation, maps: dict[str, dict[int, np.ndarray |
                 over_time, over_freq = np.nanmean(heat, axis=0), np.nanmean(heat, axis=1)
             ax_t.plot(times, over_time, style, color=colour, label=label)
             ax_f.plot(np.arange(rows), over_freq, style, color=colour, label=label)
-    ax_t.text(0.01, 0.97, f"{method_label('gradcam')}, mean over the other axis",
+    ax_t.text(0.01, 0.97, f"{method_label(method)}, mean over the other axis",
               transform=ax_t.transAxes, fontsize=6, va="top")
     folded = axes["freq_ticks"] is not None
     ax_t.set_xlabel(axes["xlabel"], fontsize=8)

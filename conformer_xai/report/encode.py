@@ -16,10 +16,15 @@ from typing import Any
 
 import numpy as np
 
+from ..registry import methods_of_kinds
+
 __all__ = ["quantise", "colour_lut", "branch_agreement", "Cleaner", "clean_text", "clean_value",
            "write_js", "save_picture", "key_parts"]
 
-#: Methods whose map keys carry no classifier head (see ``explain.result.HEADLESS_METHODS``).
+#: Methods whose CNN and transformer maps the branch agreement compares, tried in order: the
+#: gradient CAMs, then the activation maps.
+AGREEMENT_METHODS = methods_of_kinds("cam", "activation")
+#: An absolute path inside a text (the report shows paths relative to the run).
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s/'\"<>|,;]+/)+([^\s/'\"<>|,;]*)")
 
 
@@ -76,7 +81,7 @@ def branch_agreement(grids: Mapping[str, np.ndarray], parts: Mapping[str, Sequen
 
     from ..metrics.agreement import spearman
 
-    for method in ("gradcam", "gradcam++", "layercam", "hirescam", "features", "eigencam"):
+    for method in AGREEMENT_METHODS:
         keys = {k: p for k, p in parts.items() if p[0] == method and p[3] is not None}
         heads = list(dict.fromkeys(p[1] for p in keys.values()))
         by = {(p[1], p[2], p[3]): k for k, p in keys.items()}

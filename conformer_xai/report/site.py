@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Setting, SettingExistsError
+from ..registry import methods_of_kinds
 from .audio import axes as audio_axes
 from .encode import (
     Cleaner,
@@ -47,9 +48,9 @@ REPORT_FORMAT = "conformer-xai report v1"
 MARKER = "report.json"
 THUMB_SIDE = 64
 ASSETS = ("report.css", "index.js", "viewer.js")
-#: Methods tried in order for the view a page opens with.
-DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam", "hirescam", "features", "eigencam",
-                   "attention", "rollout", "grad_rollout")
+#: Methods tried in order for the view a page opens with: the gradient CAMs, the activation
+#: maps, then the attention maps (registry order within each kind).
+DEFAULT_METHODS = methods_of_kinds("cam", "activation", "attention-row", "attention-chain")
 #: Metadata shown first on an image page: (label, meta keys tried in order).
 HIGHLIGHTS = (
     ("model", ("model", "model_name")),

@@ -19,6 +19,7 @@ import numpy as np
 from ..batch.scaling import is_signed_key, scaling_of, shown
 from ..batch.store import array_name
 from ..errors import Setting, SettingError
+from ..registry import is_side_key
 from .encode import key_parts, normalise, quantise
 
 __all__ = ["Record", "Layout", "Source", "ExplainFolder", "StoreSource", "open_source"]
@@ -135,7 +136,7 @@ class ExplainFolder(Source):
                 raise FileNotFoundError(f"{npz} is missing (its sidecar {sidecar.name} exists)")
             stem = sidecar.relative_to(root).as_posix()[: -len(SIDECAR)]
             record, shapes = self._record(stem, sidecar, npz, info, labels)
-            keys = [k for k in info["raw_keys"] if not k.startswith("attention_heads/")]
+            keys = [k for k in info["raw_keys"] if not is_side_key(k)]
             signature = tuple((k, shapes[k]) for k in keys)
             if signature not in index:
                 index[signature] = len(self.layouts)
