@@ -3,6 +3,8 @@ folded audio inputs and raw arrays, at depths other than 12."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -59,3 +61,25 @@ def test_raw_arrays_get_row_and_column_axes_and_no_unfold():
         exp.unfolded("gradcam", "cnn", 6, head="cnn")
     with pytest.raises(ValueError, match="block 7 has no Grad-CAM map"):
         cx.plot.spectrogram_figure(exp, shallow=7)
+
+
+def test_the_figure_draws_whichever_gradient_cam_was_explained():
+    model = make_tiny_conformer(num_classes=3, in_chans=1, depth=3)
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(2))
+    image = np.random.default_rng(0).random((1, 64, 64, 1))
+    with cx.Explainer(model) as explainer:
+        exp = explainer.explain(x, head=("cnn", "transformer"), methods=("xgradcam",),
+                                image=image)
+        both = explainer.explain(x, head=("cnn", "transformer"),
+                                 methods=("layercam", "gradcam"), image=image)
+    titles = " ".join(_titles(cx.plot.spectrogram_figure(exp)))
+    assert "XGrad-CAM · cnn branch · block 3" in titles
+    assert re.search(r"(?<!X)Grad-CAM ·", titles) is None
+    # gradcam first when explained; another CAM on request
+    assert "Grad-CAM · cnn branch" in " ".join(_titles(cx.plot.spectrogram_figure(both)))
+    chosen = " ".join(_titles(cx.plot.spectrogram_figure(both, method="layercam")))
+    assert "LayerCAM · cnn branch · block 3" in chosen
+    with cx.Explainer(model) as explainer:
+        features = explainer.explain(x, methods=("features",), image=image)
+    with pytest.raises(ValueError, match="needs gradient CAM maps"):
+        cx.plot.spectrogram_figure(features)
