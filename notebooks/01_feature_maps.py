@@ -60,7 +60,6 @@ DEVICE = "cpu"
 # %%
 # %matplotlib inline
 import os
-import tempfile
 
 import torch
 from IPython.display import display
@@ -83,8 +82,7 @@ for role, model in models.items():
           f"{n_params:.2f} M parameters")
 
 # %%
-WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_notebook_")  # removed with the kernel
-image_path, scene = nb.choose_image(IMAGE, MODEL_WEIGHTS, SCENE_INDEX, WORK.name)
+image_path, scene = nb.choose_image(IMAGE, MODEL_WEIGHTS, SCENE_INDEX, nb.work_folder())
 print("image:", image_path.name,
       "" if scene is None else f"(ground truth: {scene.class_name}; object and part masks known)")
 

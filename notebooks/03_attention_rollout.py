@@ -48,7 +48,6 @@ DEVICE = "cpu"
 # %%
 # %matplotlib inline
 import os
-import tempfile
 
 import torch
 from IPython.display import display
@@ -73,8 +72,7 @@ for name, model in models.items():
     print(f"{name:26s} weights: {model.weights_source}")
 
 # %%
-WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_notebook_")  # removed with the kernel
-image_path, scene = nb.choose_image(IMAGE, MODEL_WEIGHTS, SCENE_INDEX, WORK.name)
+image_path, scene = nb.choose_image(IMAGE, MODEL_WEIGHTS, SCENE_INDEX, nb.work_folder())
 print("image:", image_path.name,
       "" if scene is None else f"(ground truth: {scene.class_name}; object and part masks known)")
 

@@ -57,10 +57,8 @@ DEVICE = "cpu"
 # %%
 # %matplotlib inline
 import os
-import tempfile
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -76,11 +74,7 @@ FAST = os.environ.get("CONFORMER_XAI_FAST") == "1"
 if FAST:
     TRAIN_STEPS, BATCH_SIZE = 10, 8
 N_TRAIN, N_TEST = (48, 12) if FAST else (480, 60)
-if OUT_DIR is None:
-    WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_05_")  # removed with the kernel
-    OUT_DIR = WORK.name
-OUT_DIR = Path(OUT_DIR)
-OUT_DIR.mkdir(parents=True, exist_ok=True)
+OUT_DIR = nb.work_folder(OUT_DIR, prefix="conformer_xai_05_")  # None: removed with the kernel
 torch.manual_seed(0)
 print("output folder:", OUT_DIR)
 

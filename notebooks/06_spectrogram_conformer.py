@@ -53,7 +53,6 @@ DEVICE = "cpu"
 # %matplotlib inline
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -66,11 +65,7 @@ from conformer_xai import notebook as nb
 from conformer_xai.synthetic import SOUND_CLASS_NAMES
 
 SOUNDS = nb.examples_dir() / "sounds"
-if OUT_DIR is None:
-    WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_06_")  # removed with the kernel
-    OUT_DIR = WORK.name
-OUT_DIR = Path(OUT_DIR)
-OUT_DIR.mkdir(parents=True, exist_ok=True)
+OUT_DIR = nb.work_folder(OUT_DIR, prefix="conformer_xai_06_")  # None: removed with the kernel
 torch.manual_seed(0)
 
 # %% [markdown]

@@ -53,7 +53,6 @@ DEVICE = "cpu"
 # %%
 # %matplotlib inline
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -75,8 +74,7 @@ model = nb.load_weights(name, MODEL_WEIGHTS, DEVICE)
 print(model.model_name, "weights:", model.weights_source)
 
 # %%
-WORK = tempfile.TemporaryDirectory(prefix="conformer_xai_notebook_")  # removed with the kernel
-image_path, scene = nb.choose_image(IMAGE, MODEL_WEIGHTS, SCENE_INDEX, WORK.name)
+image_path, scene = nb.choose_image(IMAGE, MODEL_WEIGHTS, SCENE_INDEX, nb.work_folder())
 print("image:", image_path.name,
       "" if scene is None else f"(ground truth: {scene.class_name}; object and part masks known)")
 

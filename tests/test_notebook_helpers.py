@@ -363,3 +363,11 @@ def test_map_explorer_caches_and_draws_the_chosen_map(tiny_exp):
     with pytest.raises(ValueError, match="at least one image"):
         nb.MapExplorer(model, {}, ("fused",), ("gradcam",))
     assert math.isfinite(float(first.probs["fused"][0, 0]))
+
+
+def test_work_folder_is_the_given_folder_or_a_temporary_one(tmp_path: Path):
+    given = tmp_path / "out" / "nested"
+    assert nb.work_folder(given) == given and given.is_dir()
+    temporary = nb.work_folder(prefix="conformer_xai_test_")
+    assert temporary.is_dir() and temporary.name.startswith("conformer_xai_test_")
+    assert nb.work_folder() != temporary  # a new one each call, kept for the kernel's life

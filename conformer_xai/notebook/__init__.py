@@ -19,6 +19,7 @@ from .inputs import (
     load_batch,
     load_weights,
     model_names,
+    work_folder,
 )
 from .measures import (
     accuracy,
@@ -34,7 +35,7 @@ __all__ = [
     "CALL_CLASSES", "call_spectrogram", "write_call_split", "MapExplorer",
     "attention_heads_figure", "method_rows_figure", "rollout_options_figure", "NAMED_WEIGHTS",
     "SYNTHETIC_WEIGHTS", "benchmark_scene", "choose_image", "examples_dir", "explain_image",
-    "load_batch", "load_weights", "model_names", "accuracy", "deepest_nonzero_block",
+    "load_batch", "load_weights", "model_names", "work_folder", "accuracy", "deepest_nonzero_block",
     "fcu_down_ratios", "paper_blocks", "part_body_off_rows", "unit_range", "MarkdownText",
     "markdown_table",
 ]

@@ -9,6 +9,7 @@ example photo with ImageNet weights).
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,6 +95,24 @@ def benchmark_scene(index: int, folder: str | os.PathLike, seed: int = 0,
     path = Path(folder) / f"scene_{index:03d}_{scene.class_name}.png"
     Image.fromarray(scene.image).save(path)
     return path, scene
+
+
+#: The temporary folders of :func:`work_folder` (alive as long as the kernel: removed when the
+#: interpreter exits).
+_WORK_FOLDERS: list[tempfile.TemporaryDirectory] = []
+
+
+def work_folder(out_dir: str | os.PathLike | None = None,
+                prefix: str = "conformer_xai_notebook_") -> Path:
+    """The folder a notebook writes into: ``out_dir`` (created when missing), or, for None, a
+    new temporary folder that lives as long as the kernel."""
+    if out_dir is None:
+        folder = tempfile.TemporaryDirectory(prefix=prefix)
+        _WORK_FOLDERS.append(folder)
+        return Path(folder.name)
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def choose_image(image: str | os.PathLike | None, weights: str | os.PathLike, scene_index: int,

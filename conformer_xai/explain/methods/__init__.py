@@ -8,7 +8,7 @@ hooks.
 
 from __future__ import annotations
 
-from ...registry import REGISTRY, MethodSpec
+from ...registry import REGISTRY, MethodSpec, methods_of_kinds
 from .attention import class_token_attention
 from .cam import eigencam, gradcam, gradcam_plus_plus, hirescam, layercam
 from .features import reduce_channels
@@ -26,7 +26,7 @@ __all__ = [
 METHODS = REGISTRY
 
 #: Gradient-weighted CAM methods: ``name -> f(activation, gradient) -> raw map``.
-CAM_METHODS = {m: s.compute for m, s in REGISTRY.items() if s.kind == "cam"}
+CAM_METHODS = {m: REGISTRY[m].compute for m in methods_of_kinds("cam")}
 
 #: Methods whose raw maps keep their sign; their ``maps`` show the positive part.
 SIGNED_METHODS = tuple(m for m, s in REGISTRY.items() if s.signed)
