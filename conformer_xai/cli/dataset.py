@@ -27,6 +27,7 @@ from .errors import (
     report_errors,
 )
 from .options import (
+    DEFAULT_AUDIO_MODEL,
     HEADS,
     METHODS,
     CommaList,
@@ -55,8 +56,9 @@ def report_folder(store: Path) -> Path:
 @click.option("--out", "store", required=True, type=click.Path(path_type=Path),
               help="The Zarr store to write (resumed when it exists).")
 @model_options(
-    model_help="Model name (default: conformer_small_patch16; with --checkpoint the name saved "
-               "in it, else the architecture read from its weights).",
+    model_help="Model name (default: conformer_small_patch16, or conformer_micro_audio for a "
+               "folder of audio clips; with --checkpoint the name saved in it, else the "
+               "architecture read from its weights).",
     weights_help="Weights source (default: embedded for the small models, else imagenet).",
     checkpoint_help="A checkpoint file (.pth, .pt, .safetensors) instead of --weights.")
 @checkpoint_options
@@ -138,6 +140,8 @@ def explain_dataset_command(directory: Path, store: Path, model: str | None,
     if no_crop and input_size is None:
         raise CliUsageError("--no-crop needs --input-size HxW")
     method_opts = given_method_options(methods)
+    if model is None and checkpoint is None and _only_audio(directory):
+        model = DEFAULT_AUDIO_MODEL  # as explain: audio without a model, the spectrogram model
     model = model_or_default(model, checkpoint)
     if model is not None:
         check_model_name(model)
@@ -211,3 +215,14 @@ def check_store_path(store: Path) -> None:
     except OSError as exc:
         raise CliRuntimeError(f"cannot create store {store}: "
                               f"{exc.strerror or describe(exc)}") from exc
+
+
+def _only_audio(directory: Path) -> bool:
+    """Whether every input under ``directory`` is an audio clip (False when it holds none)."""
+    from conformer_xai.inputs import find_images, input_kind_of
+
+    try:
+        found = find_images(directory)
+    except (OSError, ValueError):  # no inputs: the run reports it
+        return False
+    return all(input_kind_of(path) == "audio" for path, _ in found)
